@@ -1,0 +1,163 @@
+"""The SMPL body model as a JAX pytree and pure functions on it.
+
+Conventions (those of the official SMPL files): metres, +Y up, the body faces
++Z, the subject's left is +X. Poses are [24, 3] axis-angle in radians; joint 0
+is the global orientation, joints 1..23 are relative to their parent. The root
+rotation acts about the shaped pelvis joint and `trans` is added afterwards.
+
+Fitting only ever needs `shaped_joints` / `forward_kinematics`, which never
+touch vertices: joints depend on betas (through the precomputed joint-only
+shape basis) and rotations alone. `skin_vertices` is for output only.
+"""
+
+import dataclasses
+from typing import Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfit.body.rotation import axis_angle_to_matrix
+
+NUM_JOINTS = 24
+NUM_POSE_BLEND = 9 * (NUM_JOINTS - 1)  # 207
+
+SMPL_JOINT_NAMES = (
+    'pelvis', 'left_hip', 'right_hip', 'spine1', 'left_knee', 'right_knee',
+    'spine2', 'left_ankle', 'right_ankle', 'spine3', 'left_foot', 'right_foot',
+    'neck', 'left_collar', 'right_collar', 'head', 'left_shoulder',
+    'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
+    'left_hand', 'right_hand')
+
+SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16,
+                17, 18, 19, 20, 21)
+
+
+def depth_levels(parents):
+  """Groups joint indices by tree depth: tuple of tuples, root level first."""
+  depth = []
+  for j, p in enumerate(parents):
+    if p >= j:
+      raise ValueError(f'parents must precede children; joint {j} has parent {p}')
+    depth.append(0 if p < 0 else depth[p] + 1)
+  return tuple(
+      tuple(j for j, d in enumerate(depth) if d == level)
+      for level in range(max(depth) + 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyModel:
+  """An SMPL-format body model. Arrays are JAX leaves; the rest is static.
+
+  Shapes (V vertices, B shape components, F faces):
+    v_template [V,3] m; shapedirs [V,3,B] m; posedirs [V,3,207] m;
+    J_regressor [24,V]; weights [V,24]; faces [F,3] int32;
+    J_template [24,3] m (= J_regressor @ v_template);
+    J_shapedirs [24,3,B] m (= J_regressor applied to shapedirs).
+  """
+  v_template: jax.Array
+  shapedirs: jax.Array
+  posedirs: jax.Array
+  J_regressor: jax.Array
+  weights: jax.Array
+  faces: jax.Array
+  J_template: jax.Array
+  J_shapedirs: jax.Array
+  parents: Tuple[int, ...] = SMPL_PARENTS
+  joint_names: Tuple[str, ...] = SMPL_JOINT_NAMES
+  gender: str = 'neutral'
+  name: str = ''
+
+  @property
+  def num_betas(self) -> int:
+    return self.J_shapedirs.shape[-1]
+
+  @property
+  def num_vertices(self) -> int:
+    return self.v_template.shape[0]
+
+
+jax.tree_util.register_dataclass(
+    BodyModel,
+    data_fields=['v_template', 'shapedirs', 'posedirs', 'J_regressor',
+                 'weights', 'faces', 'J_template', 'J_shapedirs'],
+    meta_fields=['parents', 'joint_names', 'gender', 'name'])
+
+
+def make_body_model(v_template, shapedirs, posedirs, J_regressor, weights,
+                    faces, parents=SMPL_PARENTS, joint_names=SMPL_JOINT_NAMES,
+                    gender='neutral', name='', dtype=np.float32) -> BodyModel:
+  """Builds a BodyModel from NumPy arrays, precomputing the joint-only terms.
+
+  The joint terms are computed in float64 before casting to `dtype`.
+  """
+  v_template = np.asarray(v_template, np.float64)
+  shapedirs = np.asarray(shapedirs, np.float64)
+  J_regressor = np.asarray(J_regressor, np.float64)
+  j_template = J_regressor @ v_template
+  j_shapedirs = np.einsum('jv,vcb->jcb', J_regressor, shapedirs)
+  depth_levels(parents)  # validates the tree
+  as_float = lambda a: jnp.asarray(np.asarray(a, np.float64), dtype=dtype)
+  return BodyModel(
+      v_template=as_float(v_template), shapedirs=as_float(shapedirs),
+      posedirs=as_float(posedirs), J_regressor=as_float(J_regressor),
+      weights=as_float(weights), faces=jnp.asarray(np.asarray(faces), jnp.int32),
+      J_template=as_float(j_template), J_shapedirs=as_float(j_shapedirs),
+      parents=tuple(int(p) for p in parents),
+      joint_names=tuple(joint_names), gender=gender, name=name)
+
+
+def shaped_joints(model: BodyModel, betas):
+  """Rest-pose joints for a shape. betas [B] -> [24,3] metres."""
+  return model.J_template + jnp.einsum('jcb,b->jc', model.J_shapedirs, betas)
+
+
+def forward_kinematics_from_rest(parents, rest_joints, poses, trans):
+  """FK on given rest joints, processed one tree depth level at a time.
+
+  rest_joints [J,3] m; poses [J,3] axis-angle rad; trans [3] m.
+  Returns (joints [J,3] m, global_rotations [J,3,3]).
+  """
+  local = axis_angle_to_matrix(poses)
+  parents_np = np.asarray(parents)
+  offsets = rest_joints - jnp.where(
+      (parents_np >= 0)[:, None], rest_joints[np.maximum(parents_np, 0)], 0.0)
+  rotations = jnp.zeros_like(local).at[0].set(local[0])
+  positions = jnp.zeros_like(rest_joints).at[0].set(rest_joints[0] + trans)
+  for level in depth_levels(parents)[1:]:
+    idx = np.asarray(level)
+    par = parents_np[idx]
+    parent_rot = rotations[par]
+    rotations = rotations.at[idx].set(parent_rot @ local[idx])
+    positions = positions.at[idx].set(
+        positions[par] + jnp.einsum('kab,kb->ka', parent_rot, offsets[idx]))
+  return positions, rotations
+
+
+def forward_kinematics(model: BodyModel, betas, poses, trans):
+  """Posed joints of one frame.
+
+  betas [B]; poses [24,3] axis-angle, radians; trans [3] metres.
+  Returns (joints [24,3] metres, global_rotations [24,3,3]).
+  vmap over frames (and subjects) outside.
+  """
+  return forward_kinematics_from_rest(
+      model.parents, shaped_joints(model, betas), poses, trans)
+
+
+def skin_vertices(model: BodyModel, betas, poses, trans):
+  """Posed mesh of one frame by linear blend skinning with pose correctives.
+
+  betas [B]; poses [24,3] rad; trans [3] m -> vertices [V,3] m. Output only.
+  """
+  v_shaped = model.v_template + jnp.einsum('vcb,b->vc', model.shapedirs, betas)
+  rest = shaped_joints(model, betas)
+  joints, rotations = forward_kinematics_from_rest(model.parents, rest, poses, trans)
+  pose_feature = (axis_angle_to_matrix(poses[1:]) -
+                  jnp.eye(3, dtype=poses.dtype)).reshape(-1)  # [207]
+  v_posed = v_shaped + jnp.einsum('vcp,p->vc', model.posedirs, pose_feature)
+  # World transform of each joint: x -> R x + (joint - R rest_joint).
+  translations = joints - jnp.einsum('jab,jb->ja', rotations, rest)
+  blended_rot = jnp.einsum('vj,jab->vab', model.weights, rotations)
+  blended_trans = model.weights @ translations
+  return jnp.einsum('vab,vb->va', blended_rot, v_posed) + blended_trans

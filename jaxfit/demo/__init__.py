@@ -1,0 +1,1 @@
+"""Generators of demo and test data: the open demo body and demo subjects."""

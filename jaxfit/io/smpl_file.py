@@ -1,0 +1,239 @@
+"""Loading SMPL-format body-model files (.pkl or .npz) without chumpy.
+
+Official SMPL pickles (v1.0.0, v1.1.0) hold chumpy objects and a
+scipy.sparse J_regressor and were written by Python 2. A model pickle is
+untrusted input: it is read by a restricted unpickler that builds only NumPy
+arrays, plain containers, and inert placeholders for chumpy and scipy.sparse
+objects. Any other class is refused, so a malicious pickle cannot run code.
+"""
+
+import copyreg
+import io
+import os
+import pickle
+import re
+
+import numpy as np
+
+from jaxfit.body.model import NUM_JOINTS, NUM_POSE_BLEND, BodyModel, make_body_model
+from jaxfit.errors import ModelFileError
+
+REQUIRED_KEYS = ('v_template', 'shapedirs', 'J_regressor', 'weights',
+                 'kintree_table', 'f')
+GENDERS = ('neutral', 'male', 'female')
+
+
+class _ChumpyPlaceholder:
+  """Stands in for any chumpy object; keeps the array it carried."""
+
+  def __init__(self, *args, **kwargs):
+    del args, kwargs
+    self.state = {}
+
+  def __setstate__(self, state):
+    self.state = state if isinstance(state, dict) else {'x': state}
+
+  def to_array(self):
+    s = self.state
+    if 'x' in s:
+      return _to_array(s['x'])
+    if 'a' in s and 'idxs' in s:  # chumpy.reordering.Select and friends
+      values = _to_array(s['a']).ravel()[np.asarray(s['idxs'])]
+      shape = s.get('preferred_shape')
+      return values.reshape(shape) if shape is not None else values
+    if 'a' in s:
+      return _to_array(s['a'])
+    raise ValueError(f'chumpy object without data (keys {sorted(s)})')
+
+
+class _SparsePlaceholder:
+  """Stands in for a scipy.sparse matrix; densified with NumPy alone."""
+  fmt = 'csc'
+
+  def __init__(self, *args, **kwargs):
+    del args, kwargs
+    self.state = {}
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def to_array(self):
+    s = self.state
+    shape = tuple(s.get('_shape', s.get('shape')))
+    dense = np.zeros(shape, np.float64)
+    if self.fmt in ('csc', 'csr'):
+      indptr, indices, data = (np.asarray(s['indptr']), np.asarray(s['indices']),
+                               np.asarray(s['data'], np.float64))
+      major = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+      if self.fmt == 'csc':
+        np.add.at(dense, (indices, major), data)
+      else:
+        np.add.at(dense, (major, indices), data)
+    elif self.fmt == 'coo':
+      np.add.at(dense, (np.asarray(s['row']), np.asarray(s['col'])),
+                np.asarray(s['data'], np.float64))
+    else:
+      raise ValueError(f'unsupported sparse format {self.fmt}')
+    return dense
+
+
+def _sparse_class(fmt):
+  return type(f'_Sparse_{fmt}', (_SparsePlaceholder,), {'fmt': fmt})
+
+
+
+_ALLOWED = {
+    ('numpy.core.multiarray', '_reconstruct'): np.core.multiarray._reconstruct,  # pylint: disable=protected-access
+    ('numpy._core.multiarray', '_reconstruct'): np.core.multiarray._reconstruct,  # pylint: disable=protected-access
+    ('numpy.core.multiarray', 'scalar'): np.core.multiarray.scalar,
+    ('numpy._core.multiarray', 'scalar'): np.core.multiarray.scalar,
+    ('numpy', 'ndarray'): np.ndarray,
+    ('numpy', 'dtype'): np.dtype,
+    ('copyreg', '_reconstructor'): copyreg._reconstructor,  # pylint: disable=protected-access
+    ('copy_reg', '_reconstructor'): copyreg._reconstructor,  # pylint: disable=protected-access
+    ('copyreg', '__newobj__'): copyreg.__newobj__,
+    ('builtins', 'object'): object,
+    ('__builtin__', 'object'): object,
+}
+_SPARSE_NAME = re.compile(r'^scipy\.sparse(\.[\w.]+)?$')
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """Builds only arrays, containers and placeholders; refuses anything else."""
+
+  def find_class(self, module, name):
+    if (module, name) in _ALLOWED:
+      return _ALLOWED[(module, name)]
+    if module == 'chumpy' or module.startswith('chumpy.'):
+      return _ChumpyPlaceholder
+    if _SPARSE_NAME.match(module) and name in ('csc_matrix', 'csr_matrix',
+                                                'coo_matrix'):
+      return _sparse_class(name[:3])
+    raise pickle.UnpicklingError(
+        f'refusing to load {module}.{name}: model pickles may only contain '
+        'NumPy arrays, scipy.sparse matrices and chumpy arrays')
+
+
+def _to_array(value):
+  if isinstance(value, (_ChumpyPlaceholder, _SparsePlaceholder)):
+    return value.to_array()
+  return np.asarray(value)
+
+
+def _read_pickle(path):
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    obj = _RestrictedUnpickler(io.BytesIO(data), encoding='latin1').load()
+  except pickle.UnpicklingError as e:
+    raise ModelFileError(path, f'unsafe or invalid pickle: {e}') from None
+  except Exception as e:  # truncated, not a pickle, ...
+    raise ModelFileError(path, f'not a readable SMPL pickle ({type(e).__name__}: {e})') from None
+  if not isinstance(obj, dict):
+    raise ModelFileError(path, f'expected a dict of arrays, found {type(obj).__name__}')
+  return obj
+
+
+def _read_npz(path):
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+  except ValueError as e:
+    raise ModelFileError(path, f'npz holds object arrays, which are not accepted ({e})') from None
+  except Exception as e:
+    raise ModelFileError(path, f'not a readable .npz file ({type(e).__name__}: {e})') from None
+
+
+def _gender_from(path, raw):
+  if 'gender' in raw:
+    g = str(np.asarray(raw['gender']).reshape(-1)[0]).lower()
+    if g in GENDERS:
+      return g
+  base = os.path.basename(path).lower()
+  for g in ('female', 'male', 'neutral'):  # 'female' before 'male'
+    if g in base:
+      return g
+  if re.search(r'(^|_)f(_|$)', base):
+    return 'female'
+  if re.search(r'(^|_)m(_|$)', base):
+    return 'male'
+  return 'neutral'
+
+
+def load_body_model(path, num_betas=10, dtype=np.float32) -> BodyModel:
+  """Loads an SMPL-format model file (.pkl official layout, or .npz).
+
+  Keeps the first `num_betas` shape components (SMPL 1.1.0 files carry 300).
+  Raises ModelFileError naming the file and the problem for anything wrong.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ModelFileError(path, 'no such model file (see smpl_model/README.md)')
+  ext = os.path.splitext(path)[1].lower()
+  if ext == '.pkl':
+    raw = _read_pickle(path)
+  elif ext == '.npz':
+    raw = _read_npz(path)
+  else:
+    raise ModelFileError(path, f'unknown model file type {ext!r}; expected .pkl or .npz')
+  missing = [k for k in REQUIRED_KEYS if k not in raw]
+  if missing:
+    raise ModelFileError(path, f'missing SMPL keys {missing}; found {sorted(raw)}')
+  try:
+    arrays = {k: _to_array(raw[k]) for k in REQUIRED_KEYS + ('posedirs',) if k in raw}
+  except Exception as e:
+    raise ModelFileError(path, f'could not read arrays: {e}') from None
+  return _validated_model(path, arrays, num_betas, dtype, _gender_from(path, raw))
+
+
+def _validated_model(path, a, num_betas, dtype, gender):
+  def bad(msg):
+    return ModelFileError(path, msg)
+  v_template = a['v_template']
+  if v_template.ndim != 2 or v_template.shape[1] != 3:
+    raise bad(f'v_template must be [V,3], got {v_template.shape}')
+  num_v = v_template.shape[0]
+  shapedirs = a['shapedirs']
+  if shapedirs.ndim != 3 or shapedirs.shape[:2] != (num_v, 3):
+    raise bad(f'shapedirs must be [{num_v},3,B], got {shapedirs.shape}')
+  if shapedirs.shape[2] < num_betas:
+    raise bad(f'num_betas={num_betas} but the file has only {shapedirs.shape[2]} shape components')
+  shapedirs = shapedirs[:, :, :num_betas]
+  posedirs = a.get('posedirs')
+  if posedirs is None:
+    posedirs = np.zeros((num_v, 3, NUM_POSE_BLEND))
+  if posedirs.shape != (num_v, 3, NUM_POSE_BLEND):
+    raise bad(f'posedirs must be [{num_v},3,{NUM_POSE_BLEND}], got {posedirs.shape}')
+  j_regressor = a['J_regressor']
+  if j_regressor.shape != (NUM_JOINTS, num_v):
+    raise bad(f'J_regressor must be [{NUM_JOINTS},{num_v}], got {j_regressor.shape}')
+  weights = a['weights']
+  if weights.shape != (num_v, NUM_JOINTS):
+    raise bad(f'weights must be [{num_v},{NUM_JOINTS}], got {weights.shape}')
+  kintree = np.asarray(a['kintree_table']).astype(np.int64)
+  if kintree.shape != (2, NUM_JOINTS):
+    raise bad(f'kintree_table must be [2,{NUM_JOINTS}], got {kintree.shape}')
+  parents = kintree[0].copy()
+  parents[0] = -1  # the root's entry is a sentinel (2^32-1 in official files)
+  if not np.array_equal(kintree[1], np.arange(NUM_JOINTS)) or np.any(
+      parents[1:] >= np.arange(1, NUM_JOINTS)) or np.any(parents[1:] < 0):
+    raise bad(f'kintree_table is not an SMPL 24-joint tree: parents {parents.tolist()}')
+  faces = np.asarray(a['f']).astype(np.int64)
+  if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and (faces.min() < 0 or faces.max() >= num_v)):
+    raise bad(f'f must be [F,3] vertex indices < {num_v}')
+  for name, arr in (('v_template', v_template), ('shapedirs', shapedirs),
+                    ('J_regressor', j_regressor), ('weights', weights)):
+    if not np.all(np.isfinite(arr)):
+      raise bad(f'{name} holds NaN or infinite values')
+  return make_body_model(
+      v_template, shapedirs, posedirs, j_regressor, weights, faces,
+      parents=tuple(int(p) for p in parents), gender=gender,
+      name=os.path.basename(path), dtype=dtype)
+
+
+def save_body_model_npz(path, arrays):
+  """Writes SMPL-key arrays to `path` (.npz, compressed) atomically."""
+  from jaxfit.io.atomic import atomic_write  # pylint: disable=import-outside-toplevel
+  with atomic_write(path) as tmp:
+    with open(tmp, 'wb') as f:
+      np.savez_compressed(f, **arrays)
