@@ -1,0 +1,1 @@
+"""Fitting: losses, the optimisation core, initialisation, the staged pipeline."""

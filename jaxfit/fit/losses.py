@@ -1,0 +1,176 @@
+"""Loss terms as residual functions: each loss is the squared norm of its residual.
+
+Every `*_residual` returns an array r whose sum of squares is the term's loss
+(normalisation by counts folded into r), so Adam minimises
+  sum_i w_i * ||r_i||^2
+and a Gauss-Newton / Levenberg-Marquardt solver can stack sqrt(w_i) r_i.
+Shapes: K frames in the block, M mapped joints, NB bones. Units: metres, radians.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from jaxfit.body.model import BodyModel, forward_kinematics
+from jaxfit.fit.types import (LOSS_TERMS, Anchor, FitParams, FitStructure,
+                              LossWeights, Targets)
+
+_EPS = 1e-9
+
+
+def posed_mapped_joints(model: BodyModel, params: FitParams, structure: FitStructure):
+  """[K,M,3] metres: SMPL joints compared with the targets."""
+  joints, _ = jax.vmap(forward_kinematics, in_axes=(None, None, 0, 0))(
+      model, params.betas, params.poses, params.trans)
+  return joints[:, jnp.asarray(structure.smpl_index)]
+
+
+def _normalised(weight, denominator_axes=None):
+  """sqrt(w / sum w), safe when sum w == 0."""
+  total = jnp.sum(weight, axis=denominator_axes, keepdims=denominator_axes is not None)
+  return jnp.sqrt(weight / jnp.maximum(total, _EPS))
+
+
+def _safe_unit(v):
+  norm_sq = jnp.sum(v * v, axis=-1, keepdims=True)
+  return v / jnp.sqrt(jnp.maximum(norm_sq, _EPS))
+
+
+def _bone_vectors(points, structure):
+  parents = jnp.asarray([p for p, _ in structure.bones])
+  children = jnp.asarray([c for _, c in structure.bones])
+  return points[..., children, :] - points[..., parents, :]
+
+
+def _bone_weight(weight, structure):
+  """[K,NB]: a bone counts when both of its ends are observed."""
+  parents = jnp.asarray([p for p, _ in structure.bones])
+  children = jnp.asarray([c for _, c in structure.bones])
+  return (weight[:, parents] > 0) * (weight[:, children] > 0) * 1.0
+
+
+def position_residual(pred, targets: Targets):
+  """[K,M,3]: weighted joint offsets; loss = weighted mean squared distance (m^2)."""
+  return _normalised(targets.weight)[..., None] * (pred - targets.joints)
+
+
+def bone_direction_residual(pred, targets: Targets, structure):
+  """[K,NB,3]: differences of unit bone vectors; insensitive to bone length."""
+  w = _bone_weight(targets.weight, structure)
+  diff = _safe_unit(_bone_vectors(pred, structure)) - _safe_unit(
+      _bone_vectors(targets.joints, structure))
+  return _normalised(w)[..., None] * diff
+
+
+def _lengths(points, structure):
+  v = _bone_vectors(points, structure)
+  return jnp.sqrt(jnp.maximum(jnp.sum(v * v, -1), _EPS))
+
+
+def bone_length_residual(pred, targets: Targets, structure):
+  """[K,NB] m: predicted minus target bone lengths, per frame."""
+  w = _bone_weight(targets.weight, structure)
+  return _normalised(w) * (_lengths(pred, structure) - _lengths(targets.joints, structure))
+
+
+def bone_length_consistency_residual(pred, targets: Targets, structure):
+  """[K,NB] m: predicted bone lengths minus their mean over the block's frames."""
+  w = targets.exists[:, None] * jnp.ones((1, len(structure.bones)))
+  lengths = _lengths(pred, structure)
+  mean = jnp.sum(w * lengths, 0) / jnp.maximum(jnp.sum(w, 0), _EPS)
+  return _normalised(w) * (lengths - mean)
+
+
+def pose_reg_residual(params: FitParams, targets: Targets):
+  """[K,23,3] rad: body-joint rotations (root excluded); loss = mean squared angle."""
+  w = jnp.broadcast_to(targets.exists[:, None, None], params.poses[:, 1:].shape)
+  return _normalised(w) * params.poses[:, 1:]
+
+
+def trans_reg_residual(params: FitParams, targets: Targets):
+  """[K,3] m: translation minus its prior (pelvis-initialised translation)."""
+  w = jnp.broadcast_to(targets.exists[:, None], params.trans.shape)
+  return _normalised(w) * (params.trans - targets.trans_prior)
+
+
+def shape_prior_residual(params: FitParams):
+  """[B]: betas / sqrt(B); betas are N(0, I) under the model's PCA."""
+  return params.betas / jnp.sqrt(params.betas.shape[0])
+
+
+def _with_anchor(values, anchor_value, anchor_valid, exists):
+  """Prepends the anchor frame: values [K,...] -> [K+1,...], exists -> [K+1]."""
+  stacked = jnp.concatenate([anchor_value[None], values], 0)
+  mask = jnp.concatenate([anchor_valid[None] * 1.0, exists * 1.0], 0)
+  return stacked, mask
+
+
+def temporal_residual(params: FitParams, targets: Targets, anchor: Anchor):
+  """[K,75]: pose (rad) and translation (m) changes between neighbouring frames,
+  including from the anchor (previous) frame."""
+  x = jnp.concatenate([params.poses.reshape(params.poses.shape[0], -1), params.trans], -1)
+  a = jnp.concatenate([anchor.poses.reshape(-1), anchor.trans], -1)
+  seq, mask = _with_anchor(x, a, anchor.valid, targets.exists)
+  pair = (mask[1:] * mask[:-1])[:, None]
+  return _normalised(jnp.broadcast_to(pair, (pair.shape[0], x.shape[1]))) * (seq[1:] - seq[:-1])
+
+
+def velocity_residual(pred, targets: Targets, anchor: Anchor):
+  """[K,M,3] m/frame: mapped-joint displacement between neighbouring frames."""
+  seq, mask = _with_anchor(pred, anchor.joints, anchor.valid, targets.exists)
+  pair = mask[1:] * mask[:-1]
+  w = jnp.broadcast_to(pair[:, None], pred.shape[:2])
+  return _normalised(w)[..., None] * (seq[1:] - seq[:-1])
+
+
+def acceleration_residual(pred, targets: Targets, anchor: Anchor):
+  """[K-1,M,3] m/frame^2: second differences of the mapped joints."""
+  seq, mask = _with_anchor(pred, anchor.joints, anchor.valid, targets.exists)
+  triple = mask[2:] * mask[1:-1] * mask[:-2]
+  w = jnp.broadcast_to(triple[:, None], (triple.shape[0], pred.shape[1]))
+  return _normalised(w)[..., None] * (seq[2:] - 2 * seq[1:-1] + seq[:-2])
+
+
+def foot_skate_residual(pred, targets: Targets, anchor: Anchor, structure):
+  """[K,F,3] m/frame: foot-joint motion while that foot stays in ground contact."""
+  feet = jnp.asarray(structure.left_foot + structure.right_foot)
+  side = jnp.asarray([0] * len(structure.left_foot) + [1] * len(structure.right_foot))
+  seq, mask = _with_anchor(pred[:, feet], anchor.joints[feet], anchor.valid, targets.exists)
+  contact = targets.contact[:, side]                                    # [K,F]
+  contact_prev = jnp.concatenate([contact[:1] * anchor.valid, contact[:-1]], 0)
+  w = (mask[1:] * mask[:-1])[:, None] * contact * contact_prev
+  return _normalised(w)[..., None] * (seq[1:] - seq[:-1])
+
+
+def residuals(model: BodyModel, params: FitParams, targets: Targets,
+              anchor: Anchor, structure: FitStructure):
+  """All residuals of a block, as a dict term -> array (see LOSS_TERMS)."""
+  pred = posed_mapped_joints(model, params, structure)
+  has_bones = bool(structure.bones)
+  zero = jnp.zeros((0,), pred.dtype)
+  return dict(
+      position=position_residual(pred, targets),
+      bone_direction=bone_direction_residual(pred, targets, structure) if has_bones else zero,
+      bone_length=bone_length_residual(pred, targets, structure) if has_bones else zero,
+      bone_length_consistency=(bone_length_consistency_residual(pred, targets, structure)
+                               if has_bones else zero),
+      pose_reg=pose_reg_residual(params, targets),
+      trans_reg=trans_reg_residual(params, targets),
+      shape_prior=shape_prior_residual(params),
+      temporal=temporal_residual(params, targets, anchor),
+      velocity=velocity_residual(pred, targets, anchor),
+      acceleration=acceleration_residual(pred, targets, anchor),
+      foot_skate=(foot_skate_residual(pred, targets, anchor, structure)
+                  if structure.left_foot or structure.right_foot else zero),
+  )
+
+
+def term_losses(model, params, targets, anchor, structure):
+  """Dict term -> scalar loss (unweighted)."""
+  return {k: jnp.sum(jnp.square(r)) for k, r in
+          residuals(model, params, targets, anchor, structure).items()}
+
+
+def total_loss(model, params, targets, anchor, structure, weights: LossWeights):
+  """Weighted sum of all terms (scalar)."""
+  losses = term_losses(model, params, targets, anchor, structure)
+  return sum(getattr(weights, k) * losses[k] for k in LOSS_TERMS)

@@ -1,0 +1,318 @@
+"""The staged fitting pipeline of the reference, on the one compiled core.
+
+  1. init:     closed-form root orientation (Kabsch on the torso), then per-frame
+               IK of all frames at once (frames are independent in this stage);
+  2. shape:    betas (with the poses of a sample of frames) against joint
+               positions and target bone lengths;
+  3. pose:     per-frame refinement: `sequential` runs frame by frame,
+               warm-started from and smoothed towards the previous frame;
+               `simultaneous` optimises all frames in one block;
+  4. sequence: all frames jointly with bone-length, velocity/acceleration and
+               contact terms; passes 3+4 repeat `max_passes` times.
+Pure: arrays in, arrays out; no file I/O.
+"""
+
+import dataclasses
+import time
+from typing import Callable, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, forward_kinematics
+from jaxfit.body.rotation import matrix_to_axis_angle
+from jaxfit.config import Settings
+from jaxfit.data import JointMapping, Trial, contact_from_kinematics, opensim_to_smpl, resolve_mapping
+from jaxfit.errors import MotionFileError
+from jaxfit.fit.core import empty_anchor, fit_blocks
+from jaxfit.fit.init import rigid_pairs, root_initialisation, shape_from_distances, solve_betas
+from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, StageHyper, Targets
+
+FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTrial:
+  """A trial ready to fit (SMPL frame, mapped joints only, padded to T_pad).
+
+  targets [T_pad,M,3] m (0 where missing); filled [T_pad,M,3] gaps linearly
+  interpolated (for initialisation only); weight [T_pad,M]; exists [T_pad];
+  contact [T_pad,2] (left, right) float; num_frames: real frames T.
+  """
+  trial: Trial
+  mapping: JointMapping
+  structure: FitStructure
+  targets: np.ndarray
+  filled: np.ndarray
+  weight: np.ndarray
+  exists: np.ndarray
+  contact: np.ndarray
+  contact_source: str
+  num_frames: int
+  num_valid_frames: int
+
+
+def mapped_bones(smpl_index):
+  """(parent, child) pairs over mapped joints: each mapped joint's nearest
+  mapped SMPL ancestor is its bone parent."""
+  position = {j: m for m, j in enumerate(smpl_index)}
+  bones = []
+  for m, j in enumerate(smpl_index):
+    p = SMPL_PARENTS[j]
+    while p >= 0 and p not in position:
+      p = SMPL_PARENTS[p]
+    if p >= 0:
+      bones.append((position[p], m))
+  return tuple(bones)
+
+
+def _fill_gaps(values, valid):
+  """Linear interpolation over time of invalid samples. [T,M,3], [T,M]."""
+  out = values.copy()
+  t = np.arange(len(values))
+  for m in range(values.shape[1]):
+    ok = valid[:, m]
+    if ok.all() or not ok.any():
+      continue
+    for c in range(3):
+      out[~ok, m, c] = np.interp(t[~ok], t[ok], values[ok, m, c])
+  return out
+
+
+def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
+  """Maps, converts to the SMPL frame, weights, pads. Raises MotionFileError."""
+  mapping = resolve_mapping(trial.joint_names, settings.joint_map, trial.source)
+  joints = trial.joints[:, list(mapping.source_index)]
+  valid = trial.valid[:, list(mapping.source_index)]
+  if settings.max_frames:
+    joints, valid = joints[:settings.max_frames], valid[:settings.max_frames]
+  num_frames = len(joints)
+  frame_ok = valid.sum(1) >= 4
+  if not frame_ok.any():
+    raise MotionFileError(trial.source, f'trial {trial.name!r}: no frame has 4 or more valid mapped joints')
+  smpl_index = mapping.smpl_index
+  joints = opensim_to_smpl(np.where(valid[..., None], joints, 0.0))
+  filled = _fill_gaps(joints, valid)
+  if not valid.all(0).all():  # joints never observed: copy the nearest observed joint
+    never = ~valid.any(0)
+    filled[:, never] = filled[:, [np.flatnonzero(~never)[0]] * int(never.sum())]
+  feet = {side: tuple(m for m, j in enumerate(smpl_index) if SMPL_JOINT_NAMES[j] in names)
+          for side, names in FOOT_JOINTS.items()}
+  contact, contact_source = _contact(trial, filled, feet, settings, num_frames)
+  weight = valid * settings.joint_weights[list(smpl_index)][None]
+  for s, side in enumerate(('left', 'right')):
+    for m in feet[side]:
+      weight[:, m] *= 1.0 + (settings.contact_weight - 1.0) * contact[:, s]
+  bucket = settings.frame_bucket
+  t_pad = -(-num_frames // bucket) * bucket
+  pad = lambda a: np.concatenate([a, np.repeat(a[-1:] * 0, t_pad - num_frames, 0)], 0)
+  pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
+  structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index),
+                           left_foot=feet['left'], right_foot=feet['right'])
+  return PreparedTrial(
+      trial=trial, mapping=mapping, structure=structure,
+      targets=pad(joints), filled=pad_edge(filled), weight=pad(weight),
+      exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
+      contact_source=contact_source, num_frames=num_frames,
+      num_valid_frames=int(frame_ok.sum()))
+
+
+def _contact(trial, filled, feet, settings, num_frames):
+  source = settings.contact_source
+  if source in ('auto', 'file') and trial.contact is not None:
+    return np.asarray(trial.contact[:num_frames], bool), 'file'
+  if source == 'file':
+    raise MotionFileError(trial.source, f'trial {trial.name!r} has no contact data; '
+                          'use --config.contact.source=auto or heuristic')
+  if source == 'none' or not (feet['left'] and feet['right']):
+    return np.zeros((num_frames, 2), bool), 'none'
+  lowest = np.stack([filled[:, list(feet[side])].mean(1) for side in ('left', 'right')], 1)
+  return contact_from_kinematics(lowest, trial.fps, settings.contact_speed_threshold,
+                                 settings.contact_height_margin), 'heuristic'
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+  """betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL frame); joints [T,24,3] m;
+  time_s: seconds per stage (compilation excluded) and compile_s; loss per stage."""
+  betas: np.ndarray
+  poses: np.ndarray
+  trans: np.ndarray
+  joints: np.ndarray
+  time_s: Dict[str, float]
+  losses: Dict[str, float]
+
+
+def target_distances(prep: PreparedTrial, pairs):
+  """Median target distance [P] m and a weight [P] (fraction of frames seen)."""
+  a = np.asarray([p for p, _ in pairs])
+  b = np.asarray([q for _, q in pairs])
+  n = prep.num_frames
+  d = np.linalg.norm(prep.targets[:n, b] - prep.targets[:n, a], axis=-1)
+  seen = (prep.weight[:n, a] > 0) & (prep.weight[:n, b] > 0)
+  median = np.array([np.median(d[seen[:, k], k]) if seen[:, k].any() else 0.0
+                     for k in range(len(pairs))])
+  return median, seen.mean(0)
+
+
+def whitening_basis(model: BodyModel, smpl_index, floor=0.02):
+  """[B,B] basis P with betas = P z, in which each unit of z moves the mapped
+  joints (translation removed) by about 1 m RMS; directions that barely move
+  them are capped at 1/floor of the strongest so they cannot run away."""
+  a = np.asarray(model.J_shapedirs, np.float64)[list(smpl_index)]   # [M,3,B]
+  a = (a - a.mean(0, keepdims=True)).reshape(-1, a.shape[-1])
+  _, sv, vt = np.linalg.svd(a, full_matrices=False)
+  sv = np.maximum(sv, floor * sv[0])
+  return vt.T / sv[None]
+
+
+def stage_hyper(settings: Settings, stage: str, num_betas: int, betas_lr: float,
+                pose_lr: Optional[float] = None, iters: Optional[int] = None,
+                warm_start: float = 0.0, dtype=jnp.float32,
+                beta_basis=None) -> StageHyper:
+  """The traced hyperparameters of a stage (weights of unused terms are 0)."""
+  s = settings.stages[stage]
+  weights = LossWeights(**{t: (getattr(settings.loss, t) if t in s.terms else 0.0)
+                           for t in LOSS_TERMS})
+  lr = pose_lr if pose_lr is not None else s.lr
+  mult = FitParams(betas=np.full((num_betas,), betas_lr / lr),
+                   poses=settings.joint_lr[:, None], trans=np.ones((1,)))
+  hyper = StageHyper(weights=weights, lr=lr, lr_final_ratio=s.lr_final_ratio,
+                     num_steps=np.int32(s.iters if iters is None else iters),
+                     lr_mult=mult, warm_start=warm_start,
+                     beta_basis=np.eye(num_betas) if beta_basis is None else beta_basis)
+  return jax.tree.map(lambda x: jnp.asarray(x, dtype if np.asarray(x).dtype.kind == 'f'
+                                            else np.asarray(x).dtype), hyper)
+
+
+def _blocks(x, n, k):
+  return x.reshape((n, k) + x.shape[1:])
+
+
+def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=jnp.float32):
+  sel = (lambda a: a) if index is None else (lambda a: a[index])
+  return Targets(joints=jnp.asarray(sel(prep.targets), dtype),
+                 weight=jnp.asarray(sel(prep.weight), dtype),
+                 exists=jnp.asarray(sel(prep.exists), dtype),
+                 contact=jnp.asarray(sel(prep.contact), dtype),
+                 trans_prior=jnp.asarray(sel(trans_prior), dtype))
+
+
+class _StageRunner:
+  """Runs the core on a block layout; compile time is measured separately."""
+
+  def __init__(self, model, structure, timings):
+    self.model, self.structure, self.timings = model, structure, timings
+
+  def __call__(self, name, betas, poses, trans, targets, hyper, num_blocks):
+    t_total = poses.shape[0]
+    k = t_total // num_blocks
+    args = (self.model, betas, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
+            jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
+            empty_anchor(self.model, len(self.structure.smpl_index), poses.dtype), hyper)
+    t0 = time.perf_counter()
+    fit_blocks.lower(*args, structure=self.structure).compile()
+    t1 = time.perf_counter()
+    out = jax.block_until_ready(fit_blocks(*args, structure=self.structure))
+    t2 = time.perf_counter()
+    self.timings['compile_s'] = self.timings.get('compile_s', 0.0) + (t1 - t0)
+    self.timings[name] = self.timings.get(name, 0.0) + (t2 - t1)
+    betas, poses_b, trans_b, losses = out
+    return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(jnp.sum(losses))
+
+
+def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
+              progress: Optional[Callable[[str], None]] = None) -> FitResult:
+  """Runs the four stages on one prepared trial."""
+  dtype = jnp.float64 if settings.dtype == 'float64' else jnp.float32
+  progress = progress or (lambda stage: None)
+  timings: Dict[str, float] = {}
+  losses: Dict[str, float] = {}
+  run = _StageRunner(model, prep.structure, timings)
+  t_pad = prep.targets.shape[0]
+  nb = model.num_betas
+  betas = jnp.zeros((nb,), dtype)
+  basis = (whitening_basis(model, prep.structure.smpl_index)
+           if settings.whiten_betas else np.eye(nb))
+
+  # Stage 1: closed-form root, then per-frame IK (all frames at once).
+  progress('init')
+  t0 = time.perf_counter()
+  root_rot, trans0 = jax.jit(root_initialisation, static_argnums=(4,))(
+      model, betas, jnp.asarray(prep.filled, dtype),
+      jnp.asarray(np.broadcast_to(prep.exists[:, None], prep.weight.shape), dtype),
+      prep.structure.smpl_index)
+  poses = jnp.zeros((t_pad, 24, 3), dtype).at[:, 0].set(matrix_to_axis_angle(root_rot))
+  trans = trans0.astype(dtype)
+  timings['root_init'] = time.perf_counter() - t0
+  trans_prior = np.asarray(trans)
+  targets = _targets(prep, trans_prior, dtype=dtype)
+  _, poses, trans, losses['init'] = run(
+      'init', betas, poses, trans, targets,
+      stage_hyper(settings, 'init', nb, 0.0, dtype=dtype), 1)
+
+  # Stage 2: shape. 'closed_form': betas whose rigid joint distances match the
+  # targets' (pose-free), then each frame's root for that shape; then (both
+  # methods) Adam on a sample of frames, betas and their poses together.
+  progress('shape')
+  s = settings.stages['shape']
+  root = jax.jit(root_initialisation, static_argnums=(4,))
+  frames = np.flatnonzero((prep.weight > 0).sum(1) >= 4)
+  sample = frames[np.round(np.linspace(0, len(frames) - 1, int(s.extra['frames']))).astype(int)]
+  if s.extra['method'] == 'closed_form':
+    t0 = time.perf_counter()
+    pairs = rigid_pairs(prep.structure.smpl_index, model.parents)
+    distances, pair_weight = target_distances(prep, pairs)
+    betas = jax.jit(shape_from_distances, static_argnums=(3, 4))(
+        model, jnp.asarray(distances, dtype), jnp.asarray(pair_weight, dtype), pairs,
+        prep.structure.smpl_index, settings.loss.shape_prior).astype(dtype)
+    rot, trans = root(model, betas, jnp.asarray(prep.filled, dtype),
+                      jnp.asarray(np.broadcast_to(prep.exists[:, None], prep.weight.shape), dtype),
+                      prep.structure.smpl_index)
+    poses = poses.at[:, 0].set(matrix_to_axis_angle(rot))
+    jax.block_until_ready(poses)
+    timings['shape'] = time.perf_counter() - t0
+  if s.iters:
+    shape_targets = _targets(prep, trans_prior, sample, dtype)
+    betas, sample_poses, sample_trans, losses['shape'] = run(
+        'shape', betas, poses[sample], trans[sample], shape_targets,
+        stage_hyper(settings, 'shape', nb, s.lr, pose_lr=s.extra['pose_lr'], dtype=dtype,
+                    beta_basis=basis), 1)
+    poses, trans = poses.at[sample].set(sample_poses), trans.at[sample].set(sample_trans)
+
+  for p in range(settings.max_passes):
+    suffix = '' if p == 0 else f'_pass{p + 1}'
+    pose_iters = settings.stages['pose'].iters if p == 0 else settings.stages['pose'].iters // 2
+    # Stage 3: per-frame pose refinement.
+    progress('pose' + suffix)
+    sequential = settings.variant == 'sequential'
+    _, poses, trans, losses['pose' + suffix] = run(
+        'pose', betas, poses, trans, targets,
+        stage_hyper(settings, 'pose', nb, 0.0, iters=pose_iters,
+                    warm_start=settings.stages['pose'].extra['warm_start'] if sequential else 0.0,
+                    dtype=dtype),
+        t_pad if sequential else 1)
+    if s.extra['resolve_after_pose']:
+      # Exact least-squares shape for the refined rotations of the sample frames.
+      t0 = time.perf_counter()
+      betas = jax.jit(solve_betas, static_argnums=(4,))(
+          model, poses[sample], jnp.asarray(prep.targets[sample], dtype),
+          jnp.asarray(prep.weight[sample], dtype), prep.structure.smpl_index,
+          settings.loss.shape_prior).astype(dtype)
+      jax.block_until_ready(betas)
+      timings['shape'] = timings.get('shape', 0.0) + time.perf_counter() - t0
+    # Stage 4: whole-sequence refinement.
+    progress('sequence' + suffix)
+    betas, poses, trans, losses['sequence' + suffix] = run(
+        'sequence', betas, poses, trans, targets,
+        stage_hyper(settings, 'sequence', nb, settings.stages['sequence'].extra['betas_lr'],
+                    dtype=dtype, beta_basis=basis), 1)
+
+  joints = jax.jit(jax.vmap(lambda m, b, p, t: forward_kinematics(m, b, p, t)[0],
+                            in_axes=(None, None, 0, 0)))(model, betas, poses, trans)
+  n = prep.num_frames
+  timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
+  return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
+                   trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],
+                   time_s=timings, losses=losses)

@@ -1,0 +1,115 @@
+"""Pytrees shared by the fitting code: parameters, targets, hyperparameters.
+
+Everything that changes between stages (loss weights, learning rates and
+their per-joint multipliers, iteration counts) is traced data, so all stages
+with the same block shape share one compilation. What changes the graph
+(joint mapping, bone list, foot joints) is the static `FitStructure`.
+"""
+
+import dataclasses
+from typing import NamedTuple, Tuple
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class FitParams:
+  """SMPL parameters of a block of K frames.
+
+  betas [B]; poses [K,24,3] axis-angle, radians; trans [K,3] metres.
+  """
+  betas: jax.Array
+  poses: jax.Array
+  trans: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    FitParams, data_fields=['betas', 'poses', 'trans'], meta_fields=[])
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+  """Data of a block of K frames (M mapped joints, NB bones), SMPL frame.
+
+  joints [K,M,3] m (zeros where invalid); weight [K,M] >= 0 (0 = missing;
+  includes per-joint weights and contact up-weighting); exists [K] 1 for real
+  frames, 0 for padding; contact [K,2] (left, right foot) in {0,1};
+  trans_prior [K,3] m, the translation the trans regulariser pulls towards.
+  """
+  joints: jax.Array
+  weight: jax.Array
+  exists: jax.Array
+  contact: jax.Array
+  trans_prior: jax.Array
+
+
+jax.tree_util.register_dataclass(
+    Targets, data_fields=['joints', 'weight', 'exists', 'contact', 'trans_prior'],
+    meta_fields=[])
+
+
+class Anchor(NamedTuple):
+  """The frame before a block: temporal terms connect to it when valid=1.
+
+  poses [24,3] rad; trans [3] m; joints [M,3] m (posed mapped joints);
+  valid scalar in {0,1}.
+  """
+  poses: jax.Array
+  trans: jax.Array
+  joints: jax.Array
+  valid: jax.Array
+
+
+LOSS_TERMS = ('position', 'bone_direction', 'bone_length',
+              'bone_length_consistency', 'pose_reg', 'trans_reg',
+              'shape_prior', 'temporal', 'velocity', 'acceleration',
+              'foot_skate')
+
+
+class LossWeights(NamedTuple):
+  """One traced scalar weight per loss term (0 switches a term off)."""
+  position: float = 1.0
+  bone_direction: float = 0.0
+  bone_length: float = 0.0
+  bone_length_consistency: float = 0.0
+  pose_reg: float = 0.0
+  trans_reg: float = 0.0
+  shape_prior: float = 0.0
+  temporal: float = 0.0
+  velocity: float = 0.0
+  acceleration: float = 0.0
+  foot_skate: float = 0.0
+
+
+class StageHyper(NamedTuple):
+  """Traced stage settings.
+
+  weights: LossWeights; lr: base learning rate; lr_final_ratio: the learning
+  rate decays exponentially to lr * lr_final_ratio at the last step;
+  num_steps: Adam steps per block; lr_mult: FitParams of multipliers
+  (betas [B], poses [24,1] per joint, trans [1]); warm_start: 1 to start each
+  block from the previous block's last frame, 0 to keep its own init;
+  beta_basis [B,B]: Adam steps in z with betas = beta_basis @ z (identity, or a
+  whitening basis in which every unit of z moves the mapped joints equally).
+  """
+  weights: LossWeights
+  lr: float
+  lr_final_ratio: float
+  num_steps: int
+  lr_mult: FitParams
+  warm_start: float = 0.0
+  beta_basis: jax.Array = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FitStructure:
+  """Static description of what is fitted (hashable: part of the compile key).
+
+  smpl_index: SMPL joint of each mapped target joint [M];
+  bones: (parent, child) pairs in mapped-joint indices;
+  left_foot, right_foot: mapped indices of each foot's joints (ankle, toes).
+  """
+  smpl_index: Tuple[int, ...]
+  bones: Tuple[Tuple[int, int], ...]
+  left_foot: Tuple[int, ...]
+  right_foot: Tuple[int, ...]
