@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.processing_pass = 'last'  # 'last', an index, or kinematics/dynamics/lowpass
   c.max_frames = 0        # > 0: fit only the first max_frames frames of each trial
   c.variant = 'simultaneous'  # or 'sequential' (stage 3 frame by frame)
-  c.frame_bucket = 256    # trial lengths are padded up to a multiple (no recompiles)
+  c.frame_bucket = 128    # trial lengths are padded up to a multiple (no recompiles)
   c.dtype = 'float32'
   c.joint_map = ml_collections.ConfigDict(DEFAULT_JOINT_MAP)
   # Per-SMPL-joint weights of the position term (e.g. --config.joint_weights.left_wrist=0.5).
@@ -92,15 +92,19 @@ def base_config() -> ml_collections.ConfigDict:
       speed_threshold=0.25,  # m/s, heuristic
       height_margin=0.04,    # m above the lowest foot height, heuristic
   ))
-  c.init = _stage(60, 0.08, 0.1, 'position,bone_direction,pose_reg')
+  # Stage 1: closed-form root (Kabsch) then per-frame Levenberg-Marquardt.
+  c.init = _stage(10, 0.08, 0.1, 'position,bone_direction,pose_reg',
+                  solver='lm', root='kabsch')
+  # Stage 2: closed-form shape (rigid distances, then least squares alternated
+  # with LM on the sample); iters > 0 adds the reference's Adam shape fit.
   c.shape = _stage(0, 0.05, 0.1,
                    'position,bone_direction,bone_length,pose_reg,shape_prior',
-                   frames=80, pose_lr=0.03, method='closed_form',
-                   resolve_after_pose=True)
-  c.pose = _stage(100, 0.02, 0.05,
+                   frames=80, pose_lr=0.03, method='closed_form', rounds=2,
+                   resolve_iters=5)
+  c.pose = _stage(40, 0.01, 0.05,
                   'position,bone_direction,pose_reg,trans_reg,temporal',
-                  warm_start=1.0)
-  c.sequence = _stage(150, 0.01, 0.02,
+                  warm_start=0.0)
+  c.sequence = _stage(60, 0.005, 0.05,
                       'position,bone_direction,bone_length,bone_length_consistency,'
                       'pose_reg,trans_reg,shape_prior,temporal,velocity,'
                       'acceleration,foot_skate', betas_lr=0.002)
@@ -200,6 +204,10 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   _check(stages['shape'].extra['frames'] >= 1, 'shape.frames', 'must be >= 1')
   _check(stages['shape'].extra['method'] in ('closed_form', 'adam'), 'shape.method',
          f"must be closed_form or adam, got {stages['shape'].extra['method']!r}")
+  _check(stages['init'].extra['solver'] in ('lm', 'adam'), 'init.solver',
+         f"must be lm or adam, got {stages['init'].extra['solver']!r}")
+  _check(stages['init'].extra['root'] in ('kabsch', 'pelvis'), 'init.root',
+         f"must be kabsch or pelvis, got {stages['init'].extra['root']!r}")
   trials = tuple(t.strip() for t in str(c.trials).split(',') if t.strip())
   return Settings(
       input=str(c.input), output_dir=str(c.output_dir), model_path=str(c.model_path),

@@ -138,3 +138,9 @@ def solve_betas(model: BodyModel, poses, targets, weight, smpl_index, ridge):
   atb = jnp.einsum('sm,smcb,smc->b', frame_w, dc, r)
   ata = ata + (ridge / num_betas + 1e-10) * jnp.eye(num_betas, dtype=ata.dtype)
   return jnp.linalg.solve(ata, atb)
+
+
+root_initialisation_jit = jax.jit(root_initialisation, static_argnames=('smpl_index',))
+shape_from_distances_jit = jax.jit(shape_from_distances,
+                                   static_argnames=('pairs', 'smpl_index', 'ridge', 'iterations'))
+solve_betas_jit = jax.jit(solve_betas, static_argnames=('smpl_index', 'ridge'))

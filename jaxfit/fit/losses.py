@@ -144,7 +144,13 @@ def foot_skate_residual(pred, targets: Targets, anchor: Anchor, structure):
 def residuals(model: BodyModel, params: FitParams, targets: Targets,
               anchor: Anchor, structure: FitStructure):
   """All residuals of a block, as a dict term -> array (see LOSS_TERMS)."""
-  pred = posed_mapped_joints(model, params, structure)
+  return residuals_from_joints(posed_mapped_joints(model, params, structure),
+                               params, targets, anchor, structure)
+
+
+def residuals_from_joints(pred, params: FitParams, targets: Targets,
+                          anchor: Anchor, structure: FitStructure):
+  """All residuals given the posed mapped joints pred [K,M,3] (m)."""
   has_bones = bool(structure.bones)
   zero = jnp.zeros((0,), pred.dtype)
   return dict(

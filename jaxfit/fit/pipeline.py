@@ -20,13 +20,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, forward_kinematics
+from jaxfit.body.model import (SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, forward_kinematics,
+                               shaped_joints)
 from jaxfit.body.rotation import matrix_to_axis_angle
 from jaxfit.config import Settings
 from jaxfit.data import JointMapping, Trial, contact_from_kinematics, opensim_to_smpl, resolve_mapping
 from jaxfit.errors import MotionFileError
 from jaxfit.fit.core import empty_anchor, fit_blocks
-from jaxfit.fit.init import rigid_pairs, root_initialisation, shape_from_distances, solve_betas
+from jaxfit.fit import compiled
+from jaxfit.fit.init import (rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
+                             solve_betas_jit)
+from jaxfit.fit.lm import lm_frames
 from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, StageHyper, Targets
 
 FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
@@ -200,26 +204,31 @@ def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=jnp.float32):
 
 
 class _StageRunner:
-  """Runs the core on a block layout; compile time is measured separately."""
+  """Runs the one compiled core on a block layout (1 x T or T x 1 blocks)."""
 
   def __init__(self, model, structure, timings):
     self.model, self.structure, self.timings = model, structure, timings
 
   def __call__(self, name, betas, poses, trans, targets, hyper, num_blocks):
-    t_total = poses.shape[0]
-    k = t_total // num_blocks
+    k = poses.shape[0] // num_blocks
     args = (self.model, betas, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
             jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
             empty_anchor(self.model, len(self.structure.smpl_index), poses.dtype), hyper)
-    t0 = time.perf_counter()
-    fit_blocks.lower(*args, structure=self.structure).compile()
-    t1 = time.perf_counter()
-    out = jax.block_until_ready(fit_blocks(*args, structure=self.structure))
-    t2 = time.perf_counter()
-    self.timings['compile_s'] = self.timings.get('compile_s', 0.0) + (t1 - t0)
-    self.timings[name] = self.timings.get(name, 0.0) + (t2 - t1)
-    betas, poses_b, trans_b, losses = out
+    betas, poses_b, trans_b, losses = compiled.call(
+        fit_blocks, args, dict(structure=self.structure), self.timings, name)
     return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(jnp.sum(losses))
+
+
+@jax.jit
+def _posed_joints(model, betas, poses, trans):
+  """[T,24,3] m for betas [B], poses [T,24,3], trans [T,3]."""
+  return jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t)[0])(poses, trans)
+
+
+def _sample_frames(prep: PreparedTrial, count: int):
+  """Evenly spaced frames with at least 4 observed joints (repeats if few)."""
+  frames = np.flatnonzero((prep.weight > 0).sum(1) >= 4)
+  return frames[np.round(np.linspace(0, len(frames) - 1, count)).astype(int)]
 
 
 def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
@@ -230,78 +239,92 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
   timings: Dict[str, float] = {}
   losses: Dict[str, float] = {}
   run = _StageRunner(model, prep.structure, timings)
+  structure = prep.structure
   t_pad = prep.targets.shape[0]
   nb = model.num_betas
-  betas = jnp.zeros((nb,), dtype)
-  basis = (whitening_basis(model, prep.structure.smpl_index)
-           if settings.whiten_betas else np.eye(nb))
+  basis = whitening_basis(model, structure.smpl_index) if settings.whiten_betas else np.eye(nb)
+  init, shape = settings.stages['init'], settings.stages['shape']
+  closed_form_shape = shape.extra['method'] == 'closed_form'
+  all_frames = jnp.asarray(np.broadcast_to(prep.exists[:, None], prep.weight.shape), dtype)
+  filled = jnp.asarray(prep.filled, dtype)
+  sample = _sample_frames(prep, int(shape.extra['frames']))
+  init_weights = stage_hyper(settings, 'init', nb, 0.0, dtype=dtype).weights
+  index = structure.smpl_index
 
-  # Stage 1: closed-form root, then per-frame IK (all frames at once).
+  def lm(name, betas, poses, trans, targets, iters):
+    poses, trans, cost = compiled.call(
+        lm_frames, (model, betas, poses, trans, targets, init_weights, np.int32(iters)),
+        dict(structure=structure, terms=init.terms), timings, name)
+    losses[name] = float(jnp.sum(cost))
+    return poses, trans
+
+  def posed_root(name, betas, poses, frames_filled, frames_weight):
+    rot, trans = compiled.call(root_initialisation_jit,
+                               (model, betas, frames_filled, frames_weight),
+                               dict(smpl_index=index), timings, name)
+    return poses.at[:, 0].set(matrix_to_axis_angle(rot)), trans
+
+  # Stage 1: initial pose of every frame (frames are independent here).
   progress('init')
-  t0 = time.perf_counter()
-  root_rot, trans0 = jax.jit(root_initialisation, static_argnums=(4,))(
-      model, betas, jnp.asarray(prep.filled, dtype),
-      jnp.asarray(np.broadcast_to(prep.exists[:, None], prep.weight.shape), dtype),
-      prep.structure.smpl_index)
-  poses = jnp.zeros((t_pad, 24, 3), dtype).at[:, 0].set(matrix_to_axis_angle(root_rot))
-  trans = trans0.astype(dtype)
-  timings['root_init'] = time.perf_counter() - t0
+  betas = jnp.zeros((nb,), dtype)
+  if closed_form_shape:  # pose-free shape from rigidly linked joint distances
+    pairs = rigid_pairs(structure.smpl_index, model.parents)
+    distances, pair_weight = target_distances(prep, pairs)
+    betas = compiled.call(shape_from_distances_jit,
+                          (model, jnp.asarray(distances, dtype), jnp.asarray(pair_weight, dtype)),
+                          dict(pairs=pairs, smpl_index=index,
+                               ridge=settings.loss.shape_prior), timings, 'init')
+  poses = jnp.zeros((t_pad, 24, 3), dtype)
+  if init.extra['root'] == 'kabsch':
+    poses, trans = posed_root('init', betas, poses, filled, all_frames)
+  else:  # the reference: zero rotation, translation from the pelvis target
+    trans = filled[:, 0] - shaped_joints(model, betas)[structure.smpl_index[0]]
   trans_prior = np.asarray(trans)
   targets = _targets(prep, trans_prior, dtype=dtype)
-  _, poses, trans, losses['init'] = run(
-      'init', betas, poses, trans, targets,
-      stage_hyper(settings, 'init', nb, 0.0, dtype=dtype), 1)
+  if init.extra['solver'] == 'lm':
+    poses, trans = lm('init', betas, poses, trans, targets, init.iters)
+  else:
+    _, poses, trans, losses['init'] = run(
+        'init', betas, poses, trans, targets, stage_hyper(settings, 'init', nb, 0.0, dtype=dtype), 1)
 
-  # Stage 2: shape. 'closed_form': betas whose rigid joint distances match the
-  # targets' (pose-free), then each frame's root for that shape; then (both
-  # methods) Adam on a sample of frames, betas and their poses together.
+  # Stage 2: shape on a sample of frames.
   progress('shape')
-  s = settings.stages['shape']
-  root = jax.jit(root_initialisation, static_argnums=(4,))
-  frames = np.flatnonzero((prep.weight > 0).sum(1) >= 4)
-  sample = frames[np.round(np.linspace(0, len(frames) - 1, int(s.extra['frames']))).astype(int)]
-  if s.extra['method'] == 'closed_form':
-    t0 = time.perf_counter()
-    pairs = rigid_pairs(prep.structure.smpl_index, model.parents)
-    distances, pair_weight = target_distances(prep, pairs)
-    betas = jax.jit(shape_from_distances, static_argnums=(3, 4))(
-        model, jnp.asarray(distances, dtype), jnp.asarray(pair_weight, dtype), pairs,
-        prep.structure.smpl_index, settings.loss.shape_prior).astype(dtype)
-    rot, trans = root(model, betas, jnp.asarray(prep.filled, dtype),
-                      jnp.asarray(np.broadcast_to(prep.exists[:, None], prep.weight.shape), dtype),
-                      prep.structure.smpl_index)
-    poses = poses.at[:, 0].set(matrix_to_axis_angle(rot))
-    jax.block_until_ready(poses)
-    timings['shape'] = time.perf_counter() - t0
-  if s.iters:
-    shape_targets = _targets(prep, trans_prior, sample, dtype)
+  shape_targets = _targets(prep, trans_prior, sample, dtype)
+  if closed_form_shape:
+    # Exact least-squares betas for the sample's rotations, alternated with
+    # per-frame LM of the sample; then every frame is re-solved for that shape.
+    sample_poses, sample_trans = poses[sample], trans[sample]
+    for _ in range(int(shape.extra['rounds'])):
+      betas = compiled.call(solve_betas_jit,
+                            (model, sample_poses, shape_targets.joints, shape_targets.weight),
+                            dict(smpl_index=index, ridge=settings.loss.shape_prior),
+                            timings, 'shape')
+      sample_poses, sample_trans = posed_root('shape', betas, sample_poses, filled[sample],
+                                              all_frames[sample])
+      sample_poses, sample_trans = lm('shape', betas, sample_poses, sample_trans,
+                                      shape_targets, init.iters)
+    if shape.extra['resolve_iters']:
+      poses, trans = posed_root('shape', betas, poses, filled, all_frames)
+      poses, trans = lm('shape', betas, poses, trans, targets, int(shape.extra['resolve_iters']))
+  if shape.iters:  # Adam on betas and the sample's poses (the reference's stage 2)
     betas, sample_poses, sample_trans, losses['shape'] = run(
         'shape', betas, poses[sample], trans[sample], shape_targets,
-        stage_hyper(settings, 'shape', nb, s.lr, pose_lr=s.extra['pose_lr'], dtype=dtype,
-                    beta_basis=basis), 1)
+        stage_hyper(settings, 'shape', nb, shape.lr, pose_lr=shape.extra['pose_lr'],
+                    dtype=dtype, beta_basis=basis), 1)
     poses, trans = poses.at[sample].set(sample_poses), trans.at[sample].set(sample_trans)
 
+  sequential = settings.variant == 'sequential'
   for p in range(settings.max_passes):
     suffix = '' if p == 0 else f'_pass{p + 1}'
     pose_iters = settings.stages['pose'].iters if p == 0 else settings.stages['pose'].iters // 2
-    # Stage 3: per-frame pose refinement.
+    # Stage 3: per-frame pose refinement (frame by frame, or all frames at once).
     progress('pose' + suffix)
-    sequential = settings.variant == 'sequential'
     _, poses, trans, losses['pose' + suffix] = run(
         'pose', betas, poses, trans, targets,
         stage_hyper(settings, 'pose', nb, 0.0, iters=pose_iters,
                     warm_start=settings.stages['pose'].extra['warm_start'] if sequential else 0.0,
                     dtype=dtype),
         t_pad if sequential else 1)
-    if s.extra['resolve_after_pose']:
-      # Exact least-squares shape for the refined rotations of the sample frames.
-      t0 = time.perf_counter()
-      betas = jax.jit(solve_betas, static_argnums=(4,))(
-          model, poses[sample], jnp.asarray(prep.targets[sample], dtype),
-          jnp.asarray(prep.weight[sample], dtype), prep.structure.smpl_index,
-          settings.loss.shape_prior).astype(dtype)
-      jax.block_until_ready(betas)
-      timings['shape'] = timings.get('shape', 0.0) + time.perf_counter() - t0
     # Stage 4: whole-sequence refinement.
     progress('sequence' + suffix)
     betas, poses, trans, losses['sequence' + suffix] = run(
@@ -309,8 +332,7 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
         stage_hyper(settings, 'sequence', nb, settings.stages['sequence'].extra['betas_lr'],
                     dtype=dtype, beta_basis=basis), 1)
 
-  joints = jax.jit(jax.vmap(lambda m, b, p, t: forward_kinematics(m, b, p, t)[0],
-                            in_axes=(None, None, 0, 0)))(model, betas, poses, trans)
+  joints = compiled.call(_posed_joints, (model, betas, poses, trans))
   n = prep.num_frames
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
   return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],

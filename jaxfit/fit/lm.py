@@ -1,0 +1,140 @@
+"""Per-frame Levenberg-Marquardt on the same residuals Adam minimises.
+
+Each frame's 75 unknowns (24x3 axis-angle, 3 translation) are solved with
+damped Gauss-Newton steps on the stacked residual vector sqrt(w_i) r_i of
+`losses.residuals_from_joints` (a block of one frame; betas fixed), so the
+loss is the same function as the Adam core's and only the solver differs.
+Frames are independent here (no temporal terms), hence vmapped; the normal
+equations are dense 75x75.
+
+Rotations are updated by right-multiplied local increments, R_k <- R_k exp(d_k),
+for which the kinematic Jacobian is analytic: a posed joint j moves by
+-[p_j - p_k]x G_k d_k for every proper ancestor k of j (G_k: global rotation).
+Only the cheap, FK-free part of the residuals is differentiated by jacfwd.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+import numpy as np
+
+from jaxfit.body.model import BodyModel, forward_kinematics
+from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+from jaxfit.fit.core import empty_anchor
+from jaxfit.fit.losses import residuals_from_joints
+from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets
+
+
+def _proper_ancestors(parents):
+  """[J,J] 0/1: [j,k] = 1 when k is a proper ancestor of j."""
+  n = len(parents)
+  mask = np.zeros((n, n))
+  for j in range(n):
+    k = parents[j]
+    while k >= 0:
+      mask[j, k] = 1.0
+      k = parents[k]
+  return mask
+
+
+def _skew(v):
+  x, y, z = v[..., 0], v[..., 1], v[..., 2]
+  o = jnp.zeros_like(x)
+  return jnp.stack([jnp.stack([o, -z, y], -1), jnp.stack([z, o, -x], -1),
+                    jnp.stack([-y, x, o], -1)], -2)
+
+
+def moving_joints(parents, smpl_index):
+  """Joints whose rotation moves some mapped joint (the root always does)."""
+  ancestors = _proper_ancestors(parents)[np.asarray(smpl_index)]
+  return tuple(int(k) for k in np.flatnonzero(ancestors.sum(0) > 0))
+
+
+def joints_and_jacobian(model: BodyModel, betas, pose, trans, smpl_index, active):
+  """Mapped joints [M,3] m and their Jacobian [M,3,3A+3] w.r.t. local rotation
+  increments of the `active` joints [A] and the translation [3] of one frame."""
+  joints, rotations = forward_kinematics(model, betas, pose, trans)
+  idx, act = np.asarray(smpl_index), np.asarray(active)
+  mask = jnp.asarray(_proper_ancestors(model.parents)[idx][:, act], joints.dtype)  # [M,A]
+  offset = joints[idx][:, None] - joints[act][None]                               # [M,A,3]
+  d_rot = -jnp.einsum('mk,mkab,kbc->makc', mask, _skew(offset), rotations[act])   # [M,3,A,3]
+  d_trans = jnp.broadcast_to(jnp.eye(3, dtype=joints.dtype), (len(idx), 3, 3))
+  return joints[idx], jnp.concatenate([d_rot.reshape(len(idx), 3, 3 * len(act)), d_trans], -1)
+
+
+def stacked_residual(pred, pose, trans, betas, target: Targets, weights: LossWeights,
+                     structure: FitStructure, anchor, terms):
+  """Residual vector of the given terms (squared norm = their weighted loss)
+  from mapped joints pred [M,3], pose [24,3] rad and trans [3] m of one frame."""
+  params = FitParams(betas, pose[None], trans[None])
+  res = residuals_from_joints(pred[None], params, target, anchor, structure)
+  return jnp.concatenate([jnp.sqrt(getattr(weights, k)) * res[k].ravel() for k in terms])
+
+
+# Damping floor, relative to the mean curvature: directions the residuals barely
+# see (limb twists, unobserved leaf joints) still get damped.
+_DAMPING_FLOOR = 1e-2
+# Trust region: the largest change of any coordinate in one step (rad or m);
+# the linearisation of rotations is poor beyond about half a radian.
+_MAX_STEP = 0.5
+
+
+@functools.partial(jax.jit, static_argnames=('structure', 'terms'))
+def lm_frames(model: BodyModel, betas, poses, trans, targets: Targets,
+              weights: LossWeights, iterations, structure: FitStructure, terms=LOSS_TERMS,
+              initial_damping: float = 1e-2):
+  """Solves every frame independently for the loss sum_{k in terms} w_k ||r_k||^2.
+
+  poses [T,24,3] rad; trans [T,3] m; targets with leading [T]; iterations:
+  traced int; terms: static tuple of loss terms. Rotations that move no mapped joint are left as they are.
+  Returns (poses, trans, final loss [T]).
+  """
+  anchor = empty_anchor(model, len(structure.smpl_index), poses.dtype)
+  active = moving_joints(model.parents, structure.smpl_index)
+  act = np.asarray(active)
+
+  def one_frame(pose, tr, target):
+    target = jax.tree.map(lambda a: a[None], target)
+
+    def res(pred, x, pose):
+      # x = (rotations of the active joints [3A], translation [3]); the pose
+      # argument supplies the inactive joints.
+      full = pose.at[act].set(x[:-3].reshape(-1, 3))
+      return stacked_residual(pred, full, x[-3:], betas, target, weights, structure,
+                              anchor, terms)
+
+    def evaluate(x):
+      full = pose.at[act].set(x[:-3].reshape(-1, 3))
+      pred, d_pred = joints_and_jacobian(model, betas, full, x[-3:], structure.smpl_index,
+                                         active)
+      return pred, d_pred, jnp.sum(jnp.square(res(pred, x, pose)))
+
+    def step(_, carry):
+      x, damping, pred, d_pred, current = carry
+      r = res(pred, x, pose)
+      dr_dpred, dr_dx = jax.jacfwd(res, argnums=(0, 1))(pred, x, pose)
+      jac = jnp.einsum('rmc,mcx->rx', dr_dpred, d_pred) + dr_dx
+      hess = jac.T @ jac
+      grad = jac.T @ r
+      curvature = jnp.diag(hess)
+      lhs = hess + damping * jnp.diag(curvature + _DAMPING_FLOOR * jnp.mean(curvature) + 1e-12)
+      delta = -jnp.linalg.solve(lhs, grad)
+      delta = delta * jnp.minimum(1.0, _MAX_STEP / (jnp.max(jnp.abs(delta)) + 1e-12))
+      rot = (axis_angle_to_matrix(x[:-3].reshape(-1, 3)) @
+             axis_angle_to_matrix(delta[:-3].reshape(-1, 3)))
+      x_new = jnp.concatenate([matrix_to_axis_angle(rot).ravel(), x[-3:] + delta[-3:]])
+      pred_new, d_new, trial = evaluate(x_new)
+      better = trial < current
+      pick = lambda a, b: jnp.where(better, a, b)
+      return (pick(x_new, x), pick(damping / 3.0, damping * 4.0), pick(pred_new, pred),
+              pick(d_new, d_pred), jnp.minimum(trial, current))
+
+    x0 = jnp.concatenate([pose[act].ravel(), tr])
+    pred0, d0, cost0 = evaluate(x0)
+    x, _, _, _, final = jax.lax.fori_loop(
+        0, iterations, step, (x0, jnp.asarray(initial_damping, pose.dtype), pred0, d0, cost0))
+    return pose.at[act].set(x[:-3].reshape(-1, 3)), x[-3:], final
+
+  return jax.vmap(one_frame)(poses, trans, targets)
