@@ -211,3 +211,16 @@ def write_demo_subject(path, trials: Sequence[TrialSpec] = DEMO_TRIALS,
     if not os.path.getsize(tmp_path):
       raise RuntimeError(f'{path}: nimblephysics wrote nothing ({out})')
   return truth
+
+
+DEMO_SUBJECT_NAME = 'jaxfit_demo_subject_v1'
+
+
+def ensure_demo_subject(directory=None):
+  """Writes the embedded demo subject .b3d (deterministic) if absent; returns its path."""
+  from jaxfit.demo.body_model import demo_body_path  # pylint: disable=import-outside-toplevel
+  directory = directory or os.path.dirname(demo_body_path())
+  path = os.path.join(directory, DEMO_SUBJECT_NAME, DEMO_SUBJECT_NAME + '.b3d')
+  if not os.path.isfile(path):
+    write_demo_subject(path)
+  return path

@@ -41,7 +41,8 @@ class PreparedTrial:
   """A trial ready to fit (SMPL frame, mapped joints only, padded to T_pad).
 
   targets [T_pad,M,3] m (0 where missing); filled [T_pad,M,3] gaps linearly
-  interpolated (for initialisation only); weight [T_pad,M]; exists [T_pad];
+  interpolated (for initialisation only); valid [T,M] observed (unpadded);
+  weight [T_pad,M]; exists [T_pad];
   contact [T_pad,2] (left, right) float; num_frames: real frames T.
   """
   trial: Trial
@@ -49,6 +50,7 @@ class PreparedTrial:
   structure: FitStructure
   targets: np.ndarray
   filled: np.ndarray
+  valid: np.ndarray
   weight: np.ndarray
   exists: np.ndarray
   contact: np.ndarray
@@ -116,7 +118,7 @@ def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
                            left_foot=feet['left'], right_foot=feet['right'])
   return PreparedTrial(
       trial=trial, mapping=mapping, structure=structure,
-      targets=pad(joints), filled=pad_edge(filled), weight=pad(weight),
+      targets=pad(joints), filled=pad_edge(filled), valid=valid, weight=pad(weight),
       exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
       contact_source=contact_source, num_frames=num_frames,
       num_valid_frames=int(frame_ok.sum()))

@@ -1,0 +1,16 @@
+"""The README's main command: fits the embedded demo subject with the demo body.
+
+With no --config.input, the synthetic demo .b3d subject (Rajagopal skeleton,
+treadmill walking and overground running) is generated on first use and
+fitted with the generated jaxfit demo body (not SMPL).
+"""
+
+from jaxfit.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.input = ''
+  config.model_path = ''
+  config.output_dir = 'outputs/demo'
+  return config

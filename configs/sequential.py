@@ -1,0 +1,10 @@
+"""Default settings with stage 3 run frame by frame (one Adam state per frame),
+each frame's temporal term tied to the previous frame's result."""
+
+from jaxfit.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.variant = 'sequential'
+  return config

@@ -1,0 +1,158 @@
+"""The fitting job at the edges: find inputs, load, fit, measure, write, report.
+
+Everything here is I/O and reporting; the maths lives in jaxfit.fit.
+"""
+
+import hashlib
+import os
+import time
+from typing import List
+
+import numpy as np
+from absl import logging
+
+from jaxfit.config import Settings
+from jaxfit.errors import JaxfitInputError, MotionFileError
+from jaxfit.fit.pipeline import fit_trial, prepare_trial
+from jaxfit.io.b3d import read_b3d_trials
+from jaxfit.io.joints_npz import read_joints_npz
+from jaxfit.io.results import trial_dir, write_trial_outputs
+from jaxfit.io.smpl_file import load_body_model
+from jaxfit.metrics import fit_metrics
+
+STAGE_ORDER = ('init', 'shape', 'pose', 'sequence')
+
+
+def _sha256(path):
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def load_model(settings: Settings):
+  """The user's SMPL file, or the generated demo body. Returns (model, info)."""
+  path = settings.model_path
+  if not path:
+    from jaxfit.demo.body_model import ensure_demo_body  # pylint: disable=import-outside-toplevel
+    path = ensure_demo_body()
+  model = load_body_model(path, settings.num_betas,
+                          np.float64 if settings.dtype == 'float64' else np.float32)
+  return model, dict(name=model.name, sha256=_sha256(path), path=os.path.abspath(path))
+
+
+def find_inputs(settings: Settings) -> List[str]:
+  """Files to fit: the demo subject, one file, or every .b3d / joints .npz in a folder."""
+  if not settings.input:
+    from jaxfit.demo.subject import ensure_demo_subject  # pylint: disable=import-outside-toplevel
+    return [ensure_demo_subject()]
+  path = settings.input
+  if os.path.isdir(path):
+    out_dir = os.path.abspath(settings.output_dir)
+    found = []
+    for root, _, files in os.walk(path):
+      if os.path.abspath(root).startswith(out_dir):
+        continue
+      found += [os.path.join(root, f) for f in files
+                if f.endswith('.b3d') or (f.endswith('.npz') and f != 'params.npz')]
+    if not found:
+      raise MotionFileError(path, 'folder holds no .b3d or joints .npz files')
+    return sorted(found)
+  if not os.path.exists(path):
+    raise MotionFileError(path, 'no such file or folder')
+  if not path.endswith(('.b3d', '.npz')):
+    raise MotionFileError(path, 'expected a .b3d file, a joints .npz file, or a folder')
+  return [path]
+
+
+def read_trials(path, settings: Settings):
+  if path.endswith('.npz'):
+    trials = [read_joints_npz(path)]
+  else:
+    trials = read_b3d_trials(path, settings.processing_pass, settings.trials or None)
+  return trials
+
+
+def _bar(done, total, width=20):
+  filled = int(round(width * done / max(total, 1)))
+  return '[' + '#' * filled + '-' * (width - filled) + f'] {done}/{total}'
+
+
+def run_job(settings: Settings, config_dict) -> List[dict]:
+  """Fits every trial of every input. Returns one summary row per trial.
+
+  Bad inputs are reported (one line each) and skipped; rows carry an 'error'.
+  """
+  model, model_info = load_model(settings)
+  logging.info('body model %s (%d vertices, %d betas, %s)', model_info['name'],
+               model.num_vertices, model.num_betas, model.gender)
+  rows = []
+  inputs = find_inputs(settings)
+  for file_index, path in enumerate(inputs):
+    logging.info('%s input %s', _bar(file_index, len(inputs)), path)
+    try:
+      trials = read_trials(path, settings)
+    except JaxfitInputError as e:
+      logging.error('%s', e)
+      rows.append(dict(subject=os.path.basename(path), trial='-', error=str(e)))
+      continue
+    for trial in trials:
+      label = f'{trial.subject}/{trial.name}'
+      try:
+        prep = prepare_trial(trial, settings)
+      except JaxfitInputError as e:
+        logging.error('%s', e)
+        rows.append(dict(subject=trial.subject, trial=trial.name, error=str(e)))
+        continue
+      missing = int(prep.num_frames - prep.num_valid_frames)
+      if missing or not prep.valid.all():
+        logging.warning('%s: %d of %d frames lack joints, %d joint samples missing; they are '
+                        'masked and filled by the temporal terms', label, missing,
+                        prep.num_frames, int((~prep.valid).sum()))
+      t0 = time.perf_counter()
+      done = []
+
+      def progress(stage):
+        done.append(stage)
+        logging.info('  %s %s stage %s', label, _bar(len(done) - 1, len(STAGE_ORDER) + 2 * (settings.max_passes - 1)), stage)
+
+      result = fit_trial(model, prep, settings, progress)
+      wall = time.perf_counter() - t0
+      idx = list(prep.structure.smpl_index)
+      n = prep.num_frames
+      metrics = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
+                            prep.mapping.source_names)
+      metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
+      metrics['time_s']['wall'] = round(wall, 4)
+      metrics['contact_source'] = prep.contact_source
+      metrics['missing_frames'] = missing
+      metrics['variant'] = settings.variant
+      out = trial_dir(settings.output_dir, trial.subject, trial.name)
+      write_trial_outputs(
+          out, betas=result.betas, poses=result.poses, trans=result.trans,
+          gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
+          metrics=metrics, config=config_dict, contact_source=prep.contact_source)
+      logging.info('  %s done: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@100 %.3f, %d frames, '
+                   '%.2f s (+%.1f s compile) -> %s', label, metrics['mpjpe_mm'],
+                   metrics['pa_mpjpe_mm'], metrics['pck_100mm'], n,
+                   result.time_s['total'], result.time_s.get('compile_s', 0.0), out)
+      rows.append(dict(subject=trial.subject, trial=trial.name, frames=n,
+                       mpjpe_mm=metrics['mpjpe_mm'], pa_mpjpe_mm=metrics['pa_mpjpe_mm'],
+                       pck_100mm=metrics['pck_100mm'], time_s=result.time_s['total'],
+                       compile_s=result.time_s.get('compile_s', 0.0), output=out))
+  return rows
+
+
+def summary_table(rows) -> str:
+  """A plain-text table of the run."""
+  header = f'{"subject":24s} {"trial":24s} {"frames":>6s} {"MPJPE mm":>9s} {"PA mm":>7s} {"PCK100":>6s} {"fit s":>7s} {"compile s":>9s}'
+  lines = [header, '-' * len(header)]
+  for r in rows:
+    if 'error' in r:
+      lines.append(f'{r["subject"][:24]:24s} {r["trial"][:24]:24s} FAILED: {r["error"]}')
+    else:
+      lines.append(f'{r["subject"][:24]:24s} {r["trial"][:24]:24s} {r["frames"]:6d} '
+                   f'{r["mpjpe_mm"]:9.2f} {r["pa_mpjpe_mm"]:7.2f} {r["pck_100mm"]:6.3f} '
+                   f'{r["time_s"]:7.2f} {r["compile_s"]:9.1f}')
+  return '\n'.join(lines)

@@ -1,0 +1,64 @@
+"""Writing fit outputs: <output_dir>/<subject>/<trial>/{params.npz,metrics.json,config.json}.
+
+The trial directory is written whole into a temporary directory and renamed
+into place, so a crash never leaves a half-written result.
+"""
+
+import json
+import math
+import os
+import re
+
+import numpy as np
+
+from jaxfit.data import OPENSIM_TO_SMPL
+from jaxfit.io.atomic import atomic_directory
+
+
+def safe_name(name):
+  """A file-system-safe directory name for a subject or trial."""
+  cleaned = re.sub(r'[^A-Za-z0-9._-]+', '_', str(name)).strip('._')
+  return cleaned or 'unnamed'
+
+
+def trial_dir(output_dir, subject, trial):
+  return os.path.join(output_dir, safe_name(subject), safe_name(trial))
+
+
+def _json_ready(obj):
+  if isinstance(obj, dict):
+    return {str(k): _json_ready(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_json_ready(v) for v in obj]
+  if isinstance(obj, (np.floating, float)):
+    return None if not math.isfinite(float(obj)) else float(obj)
+  if isinstance(obj, np.integer):
+    return int(obj)
+  if isinstance(obj, np.ndarray):
+    return _json_ready(obj.tolist())
+  return obj
+
+
+def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, model_info,
+                        metrics, config, contact_source):
+  """Writes one trial's outputs atomically into directory `path`.
+
+  betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL world frame); mapping:
+  JointMapping; model_info: dict(name, sha256, path).
+  """
+  with atomic_directory(path) as tmp:
+    with open(os.path.join(tmp, 'params.npz'), 'wb') as f:
+      np.savez(
+          f, betas=np.asarray(betas, np.float64), poses=np.asarray(poses, np.float64).reshape(len(poses), 72),
+          trans=np.asarray(trans, np.float64), gender=np.array(gender),
+          mocap_framerate=np.array(float(fps)),
+          joint_mapping_source=np.array(mapping.source_names),
+          joint_mapping_smpl=np.array(mapping.smpl_names),
+          model_name=np.array(model_info['name']), model_sha256=np.array(model_info['sha256']),
+          num_betas=np.array(len(betas)),
+          world_from_opensim=OPENSIM_TO_SMPL,
+          contact_source=np.array(contact_source))
+    with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:
+      json.dump(_json_ready(metrics), f, indent=1, allow_nan=False)
+    with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
+      json.dump(_json_ready(config), f, indent=1, sort_keys=True, allow_nan=False)
