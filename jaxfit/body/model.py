@@ -128,9 +128,12 @@ def forward_kinematics_from_rest(parents, rest_joints, poses, trans):
     idx = np.asarray(level)
     par = parents_np[idx]
     parent_rot = rotations[par]
-    rotations = rotations.at[idx].set(parent_rot @ local[idx])
+    # 3x3 products as multiply-and-sum: as fast on CPU for tiny matrices, and it
+    # avoids an XLA CPU bug (jax 0.7.1) with dot_general under nested jit(vmap).
+    rotations = rotations.at[idx].set(
+        jnp.sum(parent_rot[..., :, :, None] * local[idx][..., None, :, :], axis=-2))
     positions = positions.at[idx].set(
-        positions[par] + jnp.einsum('kab,kb->ka', parent_rot, offsets[idx]))
+        positions[par] + jnp.sum(parent_rot * offsets[idx][..., None, :], axis=-1))
   return positions, rotations
 
 

@@ -7,6 +7,7 @@ arrays, plain containers, and inert placeholders for chumpy and scipy.sparse
 objects. Any other class is refused, so a malicious pickle cannot run code.
 """
 
+import codecs
 import copyreg
 import io
 import os
@@ -93,6 +94,7 @@ _ALLOWED = {
     ('copy_reg', '_reconstructor'): copyreg._reconstructor,  # pylint: disable=protected-access
     ('copyreg', '__newobj__'): copyreg.__newobj__,
     ('builtins', 'object'): object,
+    ('_codecs', 'encode'): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
     ('__builtin__', 'object'): object,
 }
 _SPARSE_NAME = re.compile(r'^scipy\.sparse(\.[\w.]+)?$')

@@ -1,0 +1,71 @@
+"""Shared fixtures: generated models and data, built once per test session."""
+
+import os
+
+import numpy as np
+import pytest
+
+from jaxfit.body.model import make_body_model
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _isolated_cache(tmp_path_factory):
+  """Generated demo assets go to a fresh cache, never the user's."""
+  os.environ['JAXFIT_CACHE'] = str(tmp_path_factory.mktemp('jaxfit_cache'))
+
+
+@pytest.fixture(scope='session')
+def demo_body_file():
+  from jaxfit.demo.body_model import ensure_demo_body
+  return ensure_demo_body()
+
+
+@pytest.fixture(scope='session')
+def demo_model(demo_body_file):
+  from jaxfit.io.smpl_file import load_body_model
+  return load_body_model(demo_body_file)
+
+
+def random_smpl_arrays(seed=0, num_vertices=6890, num_betas=10):
+  """Arrays with real SMPL shapes and a plausible joint layout (random values)."""
+  rng = np.random.default_rng(seed)
+  from jaxfit.demo.body_model import demo_body_arrays
+  demo = demo_body_arrays()
+  joints = demo['J']
+  v_template = rng.normal(scale=0.3, size=(num_vertices, 3))
+  j_regressor = rng.uniform(size=(24, num_vertices)) * (rng.uniform(size=(24, num_vertices)) < 0.01)
+  j_regressor /= j_regressor.sum(1, keepdims=True)
+  # Shift template so the regressed joints sit at the demo body's joints.
+  v_template += np.linalg.lstsq(j_regressor, joints - j_regressor @ v_template, rcond=None)[0]
+  weights = rng.uniform(size=(num_vertices, 24)) ** 4
+  weights /= weights.sum(1, keepdims=True)
+  return dict(
+      v_template=v_template,
+      shapedirs=rng.normal(scale=0.01, size=(num_vertices, 3, num_betas)),
+      posedirs=rng.normal(scale=0.001, size=(num_vertices, 3, 207)),
+      J_regressor=j_regressor, weights=weights,
+      kintree_table=np.stack([np.array([2**32 - 1] + [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21], np.int64),
+                              np.arange(24)]).astype(np.uint32),
+      f=rng.integers(0, num_vertices, size=(13776, 3)).astype(np.uint32))
+
+
+@pytest.fixture(scope='session')
+def random_smpl_model():
+  a = random_smpl_arrays()
+  parents = a['kintree_table'][0].astype(np.int64)
+  parents[0] = -1
+  import jax  # pylint: disable=import-outside-toplevel
+  with jax.experimental.enable_x64():
+    return make_body_model(a['v_template'], a['shapedirs'], a['posedirs'], a['J_regressor'],
+                           a['weights'], a['f'], parents=tuple(parents), dtype=np.float64)
+
+
+@pytest.fixture(scope='session')
+def demo_b3d(tmp_path_factory):
+  """A generated .b3d subject and the truth it was written from."""
+  from jaxfit.demo.subject import TrialSpec, write_demo_subject
+  path = str(tmp_path_factory.mktemp('b3d') / 'subject01.b3d')
+  trials = (TrialSpec('walk', 'walk', 1.25, 120, 100.0, True, 0.0),
+            TrialSpec('run', 'run', 3.0, 90, 150.0, False, 0.0))
+  truth = write_demo_subject(path, trials, height_m=1.80)
+  return path, truth
