@@ -89,8 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.contact = ml_collections.ConfigDict(dict(
       source='auto',        # auto (file, else heuristic), file, heuristic, none
-      speed_threshold=0.25,  # m/s, heuristic
-      height_margin=0.04,    # m above the lowest foot height, heuristic
+      vertical_speed_threshold=0.4,  # m/s, heuristic
+      height_margin=0.03,    # m above the lowest toe height, heuristic
   ))
   # Stage 1: closed-form root (Kabsch) then per-frame Levenberg-Marquardt.
   c.init = _stage(10, 0.08, 0.1, 'position,bone_direction,pose_reg',
@@ -141,7 +141,7 @@ class Settings:
   loss: LossWeights
   contact_weight: float
   contact_source: str
-  contact_speed_threshold: float
+  contact_vertical_speed_threshold: float
   contact_height_margin: float
   stages: Dict[str, StageSettings]
   max_passes: int
@@ -216,6 +216,6 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       dtype=str(c.dtype), joint_map=joint_map, joint_weights=weights, joint_lr=joint_lr,
       loss=LossWeights(**loss), contact_weight=float(c.loss.contact_weight),
       contact_source=str(c.contact.source),
-      contact_speed_threshold=float(c.contact.speed_threshold),
+      contact_vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
       contact_height_margin=float(c.contact.height_margin),
       stages=stages, max_passes=int(c.max_passes), whiten_betas=bool(c.whiten_betas))

@@ -128,18 +128,19 @@ def resolve_mapping(joint_names: Sequence[str], table: Mapping[str, str],
       smpl_index=tuple(SMPL_JOINT_NAMES.index(s) for _, s in pairs))
 
 
-def contact_from_kinematics(foot_positions, fps, speed_threshold=0.25,
-                            height_margin=0.04):
+def contact_from_kinematics(foot_positions, fps, vertical_speed_threshold=0.4,
+                            height_margin=0.03):
   """Heuristic foot contact when the file has none.
 
-  foot_positions: [T,2,3] (left, right) metres, +Y up. A foot is in contact
-  while it is slow (< speed_threshold m/s) and within height_margin m of its
-  lowest height in the trial. Returns [T,2] bool.
+  foot_positions: [T,2,3] (left, right) metres, +Y up: each foot's lowest
+  joint (toes). A foot is in contact while it is within height_margin m of its
+  lowest height in the trial and moving vertically slower than
+  vertical_speed_threshold m/s. Horizontal speed is not used, so treadmill
+  stance (the foot moving back with the belt) counts as contact.
+  Returns [T,2] bool.
   """
-  p = np.asarray(foot_positions, np.float64)
-  vel = np.gradient(p, axis=0) * fps if len(p) > 1 else np.zeros_like(p)
-  speed = np.linalg.norm(vel, axis=-1)
-  height = p[..., 1]
+  height = np.asarray(foot_positions, np.float64)[..., 1]
+  vertical = np.gradient(height, axis=0) * fps if len(height) > 1 else np.zeros_like(height)
   low = np.nanmin(height, axis=0, keepdims=True)
   with np.errstate(invalid='ignore'):
-    return (speed < speed_threshold) & (height < low + height_margin)
+    return (height < low + height_margin) & (np.abs(vertical) < vertical_speed_threshold)

@@ -103,7 +103,8 @@ def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
   if not valid.all(0).all():  # joints never observed: copy the nearest observed joint
     never = ~valid.any(0)
     filled[:, never] = filled[:, [np.flatnonzero(~never)[0]] * int(never.sum())]
-  feet = {side: tuple(m for m, j in enumerate(smpl_index) if SMPL_JOINT_NAMES[j] in names)
+  position = {SMPL_JOINT_NAMES[j]: m for m, j in enumerate(smpl_index)}
+  feet = {side: tuple(position[n] for n in names if n in position)   # (ankle, toes) order
           for side, names in FOOT_JOINTS.items()}
   contact, contact_source = _contact(trial, filled, feet, settings, num_frames)
   weight = valid * settings.joint_weights[list(smpl_index)][None]
@@ -133,8 +134,9 @@ def _contact(trial, filled, feet, settings, num_frames):
                           'use --config.contact.source=auto or heuristic')
   if source == 'none' or not (feet['left'] and feet['right']):
     return np.zeros((num_frames, 2), bool), 'none'
-  lowest = np.stack([filled[:, list(feet[side])].mean(1) for side in ('left', 'right')], 1)
-  return contact_from_kinematics(lowest, trial.fps, settings.contact_speed_threshold,
+  # The most distal foot joint of each side (toes if mapped, else the ankle).
+  lowest = np.stack([filled[:, feet[side][-1]] for side in ('left', 'right')], 1)
+  return contact_from_kinematics(lowest, trial.fps, settings.contact_vertical_speed_threshold,
                                  settings.contact_height_margin), 'heuristic'
 
 

@@ -1,0 +1,134 @@
+"""Reading .b3d and joints .npz, the OpenSim->SMPL conversion, mapping, bad input."""
+
+import numpy as np
+import pytest
+
+from jaxfit.config import DEFAULT_JOINT_MAP
+from jaxfit.data import (ADDB_JOINT_NAMES, contact_from_kinematics, make_trial, opensim_to_smpl,
+                         resolve_mapping)
+from jaxfit.errors import MotionFileError
+from jaxfit.io.b3d import B3dSubject, read_b3d_trials
+from jaxfit.io.joints_npz import read_joints_npz, write_joints_npz
+from jaxfit.io.nimble import import_nimble, quiet_native_output
+
+
+def test_trials_are_listed_with_lengths_and_rates(demo_b3d):
+  path, _ = demo_b3d
+  infos = B3dSubject(path).trials()
+  assert [(i.name, i.num_frames, round(i.fps)) for i in infos] == [('walk', 120, 100), ('run', 90, 150)]
+  assert infos[0].passes == ('kinematics',)
+
+
+def test_round_trip_equals_fk_of_stored_poses_on_the_reread_skeleton(demo_b3d):
+  path, truth = demo_b3d
+  trials = read_b3d_trials(path)
+  b3d = import_nimble().biomechanics
+  with quiet_native_output():
+    subject = b3d.SubjectOnDisk(path)
+    skel = subject.readSkel(0, '', True)
+    subject.loadAllFrames()
+  joints = [skel.getJoint(i) for i in range(skel.getNumJoints())]
+  for t, trial in enumerate(trials):
+    assert trial.joint_names == ADDB_JOINT_NAMES
+    assert trial.joints.shape == (truth[trial.name]['joint_centres'].shape)
+    poses = subject.getHeaderProto().getTrials()[t].getPasses()[0].getPoses()
+    for k in (0, len(trial.joints) // 2, len(trial.joints) - 1):
+      skel.setPositions(poses[:, k])
+      fk = np.asarray(skel.getJointWorldPositions(joints)).reshape(-1, 3)
+      np.testing.assert_allclose(trial.joints[k], fk, atol=1e-9)
+    assert trial.height_m == pytest.approx(1.80) and trial.sex == 'male'
+
+
+def test_contact_flags_follow_the_motion(demo_b3d):
+  path, truth = demo_b3d
+  for trial in read_b3d_trials(path):
+    expected = truth[trial.name]['contact'][:, ::-1]       # truth is (right, left)
+    assert trial.contact.shape == (trial.num_frames, 2)
+    np.testing.assert_array_equal(trial.contact, expected)
+    assert 0.3 < trial.contact.mean() < 0.75
+
+
+def test_contact_heuristic_agrees_with_force_contact(demo_b3d):
+  path, _ = demo_b3d
+  trial = read_b3d_trials(path, trials=['walk'])[0]
+  names = list(trial.joint_names)
+  feet = opensim_to_smpl(trial.joints[:, [names.index('mtp_l'), names.index('mtp_r')]])
+  guess = contact_from_kinematics(feet, trial.fps)
+  assert (guess == trial.contact).mean() > 0.85
+
+
+def test_opensim_to_smpl_axes(demo_b3d):
+  path, _ = demo_b3d
+  run = read_b3d_trials(path, trials=['run'])[0]   # overground, heading 0: walks along +X
+  names = list(run.joint_names)
+  osim = run.joints
+  assert np.mean(osim[:, names.index('hip_r'), 2] - osim[:, names.index('hip_l'), 2]) > 0.1  # right = +Z
+  assert osim[-1, 0, 0] - osim[0, 0, 0] > 1.0                                              # walks +X
+  smpl = opensim_to_smpl(osim)
+  hip_l, hip_r = smpl[:, names.index('hip_l')], smpl[:, names.index('hip_r')]
+  assert np.mean(hip_l[:, 0] - hip_r[:, 0]) > 0.1                  # SMPL: subject's left at +X
+  assert smpl[-1, 0, 2] - smpl[0, 0, 2] > 1.0                      # walks along +Z (facing)
+  assert np.all(smpl[:, names.index('acromial_l'), 1] > smpl[:, names.index('ankle_l'), 1])  # +Y up
+  assert np.isclose(np.linalg.det(opensim_to_smpl(np.eye(3))), 1.0)   # proper rotation
+
+
+def test_joints_npz_round_trip_and_nan_frames_are_masked(tmp_path):
+  rng = np.random.default_rng(0)
+  joints = rng.normal(size=(50, 20, 3))
+  joints[10] = np.nan
+  joints[20, 3] = np.nan
+  path = tmp_path / 'mocap.npz'
+  write_joints_npz(path, ADDB_JOINT_NAMES, joints, 120.0)
+  trial = read_joints_npz(path)
+  assert trial.fps == 120.0 and trial.joint_names == ADDB_JOINT_NAMES
+  assert not trial.valid[10].any() and not trial.valid[20, 3] and trial.valid.sum() == 50 * 20 - 21
+
+
+def test_mapping_default_table_and_smpl_names():
+  m = resolve_mapping(ADDB_JOINT_NAMES, DEFAULT_JOINT_MAP)
+  assert len(m.smpl_index) == 16
+  assert dict(zip(m.source_names, m.smpl_names))['back'] == 'spine1'
+  assert 'subtalar_r' not in m.source_names and 'radioulnar_l' not in m.source_names
+  smpl = resolve_mapping(('pelvis', 'left_hip', 'right_hip', 'left_knee', 'head'), DEFAULT_JOINT_MAP)
+  assert smpl.smpl_names == ('pelvis', 'left_hip', 'right_hip', 'left_knee', 'head')
+
+
+def test_mapping_errors_name_the_problem():
+  with pytest.raises(MotionFileError, match="'tibia_r'"):
+    resolve_mapping(ADDB_JOINT_NAMES + ('tibia_r',), DEFAULT_JOINT_MAP)
+  with pytest.raises(MotionFileError, match="lacks mapped joints \\['elbow_r'\\]"):
+    resolve_mapping(tuple(n for n in ADDB_JOINT_NAMES if n != 'elbow_r'), DEFAULT_JOINT_MAP)
+  with pytest.raises(MotionFileError, match='unknown SMPL joint'):
+    resolve_mapping(ADDB_JOINT_NAMES, {**DEFAULT_JOINT_MAP, 'back': 'spine9'})
+
+
+def test_bad_b3d_inputs_get_one_clear_error(tmp_path, demo_b3d):
+  with pytest.raises(MotionFileError, match='no such file'):
+    B3dSubject(tmp_path / 'missing.b3d')
+  empty = tmp_path / 'empty.b3d'
+  empty.write_bytes(b'')
+  with pytest.raises(MotionFileError, match='empty.b3d: file is empty'):
+    B3dSubject(empty)
+  noise = tmp_path / 'noise.b3d'
+  noise.write_bytes(np.random.default_rng(0).bytes(5000))
+  with pytest.raises(MotionFileError, match='noise.b3d'):
+    read_b3d_trials(noise)
+  data = open(demo_b3d[0], 'rb').read()
+  for cut in (200, len(data) // 2, len(data) - 100):
+    truncated = tmp_path / f'truncated_{cut}.b3d'
+    truncated.write_bytes(data[:cut])
+    with pytest.raises(MotionFileError, match=f'truncated_{cut}.b3d'):
+      read_b3d_trials(truncated)
+
+
+def test_missing_pass_and_trial_are_named(demo_b3d):
+  path, _ = demo_b3d
+  with pytest.raises(MotionFileError, match="no 'dynamics' pass"):
+    read_b3d_trials(path, processing_pass='dynamics')
+  with pytest.raises(MotionFileError, match="trials are \\['walk', 'run'\\]"):
+    read_b3d_trials(path, trials=['jump'])
+
+
+def test_empty_trial_is_refused():
+  with pytest.raises(MotionFileError, match='zero frames'):
+    make_trial('s', 't', 'file.b3d', ADDB_JOINT_NAMES, np.zeros((0, 20, 3)), 100.0)
