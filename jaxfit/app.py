@@ -79,11 +79,25 @@ def _bar(done, total, width=20):
   return '[' + '#' * filled + '-' * (width - filled) + f'] {done}/{total}'
 
 
+def enable_compilation_cache(settings: Settings):
+  """Persists compiled executables across runs (compile once per config)."""
+  if settings.compilation_cache_dir == 'none':
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxfit.demo.body_model import demo_body_path  # pylint: disable=import-outside-toplevel
+  directory = settings.compilation_cache_dir or os.path.join(
+      os.path.dirname(demo_body_path()), 'xla')
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
 def run_job(settings: Settings, config_dict) -> List[dict]:
   """Fits every trial of every input. Returns one summary row per trial.
 
   Bad inputs are reported (one line each) and skipped; rows carry an 'error'.
   """
+  enable_compilation_cache(settings)
   model, model_info = load_model(settings)
   logging.info('body model %s (%d vertices, %d betas, %s)', model_info['name'],
                model.num_vertices, model.num_betas, model.gender)

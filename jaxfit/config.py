@@ -73,6 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.variant = 'simultaneous'  # or 'sequential' (stage 3 frame by frame)
   c.frame_bucket = 128    # trial lengths are padded up to a multiple (no recompiles)
   c.dtype = 'float32'
+  # Persistent XLA compilation cache: '' = ~/.cache/jaxfit/xla, 'none' = off.
+  c.compilation_cache_dir = ''
   c.joint_map = ml_collections.ConfigDict(DEFAULT_JOINT_MAP)
   # Per-SMPL-joint weights of the position term (e.g. --config.joint_weights.left_wrist=0.5).
   c.joint_weights = ml_collections.ConfigDict({n: 1.0 for n in SMPL_JOINT_NAMES})
@@ -86,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
       shape_prior=1e-6, temporal=1e-5, velocity=0.0, acceleration=1e-3,
       foot_skate=0.0,
       contact_weight=2.0,   # foot position weight multiplier during ground contact
+      gap_fill=0.1,         # weight of interpolated targets for missing joints (x joint weight)
   ))
   c.contact = ml_collections.ConfigDict(dict(
       source='auto',        # auto (file, else heuristic), file, heuristic, none
@@ -135,11 +138,13 @@ class Settings:
   variant: str
   frame_bucket: int
   dtype: str
+  compilation_cache_dir: str
   joint_map: Dict[str, str]
   joint_weights: np.ndarray      # [24]
   joint_lr: np.ndarray           # [24]
   loss: LossWeights
   contact_weight: float
+  gap_fill: float
   contact_source: str
   contact_vertical_speed_threshold: float
   contact_height_margin: float
@@ -186,6 +191,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
     _check(np.isfinite(w) and w >= 0, f'loss.{term}', f'must be a finite weight >= 0, got {w}')
     loss[term] = float(w)
   _check(c.loss.contact_weight >= 0, 'loss.contact_weight', 'must be >= 0')
+  _check(0 <= c.loss.gap_fill <= 1, 'loss.gap_fill', f'must be in [0, 1], got {c.loss.gap_fill}')
   _check(c.contact.source in ('auto', 'file', 'heuristic', 'none'), 'contact.source',
          f'must be auto, file, heuristic or none, got {c.contact.source!r}')
   stages = {}
@@ -213,8 +219,9 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       input=str(c.input), output_dir=str(c.output_dir), model_path=str(c.model_path),
       num_betas=int(c.num_betas), trials=trials, processing_pass=str(c.processing_pass),
       max_frames=int(c.max_frames), variant=str(c.variant), frame_bucket=int(c.frame_bucket),
-      dtype=str(c.dtype), joint_map=joint_map, joint_weights=weights, joint_lr=joint_lr,
+      dtype=str(c.dtype), compilation_cache_dir=str(c.compilation_cache_dir), joint_map=joint_map, joint_weights=weights, joint_lr=joint_lr,
       loss=LossWeights(**loss), contact_weight=float(c.loss.contact_weight),
+      gap_fill=float(c.loss.gap_fill),
       contact_source=str(c.contact.source),
       contact_vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
       contact_height_margin=float(c.contact.height_margin),

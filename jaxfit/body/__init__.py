@@ -1,6 +1,6 @@
 """SMPL body model: pytree, forward kinematics, skinning, rotations."""
 
-from jaxfit.body.model import (BodyModel, NUM_JOINTS, SMPL_JOINT_NAMES,
+from jaxfit.body.model import (BodyModel, JointModel, joint_model, NUM_JOINTS, SMPL_JOINT_NAMES,
                                SMPL_PARENTS, depth_levels, forward_kinematics,
                                forward_kinematics_from_rest, make_body_model,
                                shaped_joints, skin_vertices)

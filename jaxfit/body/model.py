@@ -84,6 +84,31 @@ jax.tree_util.register_dataclass(
     meta_fields=['parents', 'joint_names', 'gender', 'name'])
 
 
+@dataclasses.dataclass(frozen=True)
+class JointModel:
+  """The joint-only part of a body model: all that fitting needs.
+
+  J_template [24,3] m; J_shapedirs [24,3,B] m; parents static. Compiled fitting
+  code depends on B only, never on the mesh size.
+  """
+  J_template: jax.Array
+  J_shapedirs: jax.Array
+  parents: Tuple[int, ...] = SMPL_PARENTS
+
+  @property
+  def num_betas(self) -> int:
+    return self.J_shapedirs.shape[-1]
+
+
+jax.tree_util.register_dataclass(
+    JointModel, data_fields=['J_template', 'J_shapedirs'], meta_fields=['parents'])
+
+
+def joint_model(model) -> JointModel:
+  """The JointModel of a BodyModel (or a JointModel itself)."""
+  return JointModel(model.J_template, model.J_shapedirs, tuple(model.parents))
+
+
 def make_body_model(v_template, shapedirs, posedirs, J_regressor, weights,
                     faces, parents=SMPL_PARENTS, joint_names=SMPL_JOINT_NAMES,
                     gender='neutral', name='', dtype=np.float32) -> BodyModel:
@@ -107,7 +132,7 @@ def make_body_model(v_template, shapedirs, posedirs, J_regressor, weights,
       joint_names=tuple(joint_names), gender=gender, name=name)
 
 
-def shaped_joints(model: BodyModel, betas):
+def shaped_joints(model, betas):
   """Rest-pose joints for a shape. betas [B] -> [24,3] metres."""
   return model.J_template + jnp.einsum('jcb,b->jc', model.J_shapedirs, betas)
 
@@ -137,8 +162,8 @@ def forward_kinematics_from_rest(parents, rest_joints, poses, trans):
   return positions, rotations
 
 
-def forward_kinematics(model: BodyModel, betas, poses, trans):
-  """Posed joints of one frame.
+def forward_kinematics(model, betas, poses, trans):
+  """Posed joints of one frame (model: a BodyModel or JointModel).
 
   betas [B]; poses [24,3] axis-angle, radians; trans [3] metres.
   Returns (joints [24,3] metres, global_rotations [24,3,3]).

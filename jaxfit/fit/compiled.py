@@ -41,3 +41,9 @@ def call(fn, args, static=None, timings=None, name=None):
 def num_compiled(fn) -> int:
   """How many executables of `fn` the cache holds (one per shape/static set)."""
   return sum(1 for key in _CACHE if key[0] is fn)
+
+
+def clear(fn=None):
+  """Drops cached executables (of `fn` only, when given)."""
+  for key in [k for k in _CACHE if fn is None or k[0] is fn]:
+    del _CACHE[key]

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxfit.body.model import BodyModel
+from jaxfit.body.model import JointModel
 from jaxfit.fit.losses import posed_mapped_joints, total_loss
 from jaxfit.fit.types import Anchor, FitParams, FitStructure, StageHyper, Targets
 
@@ -49,7 +49,7 @@ def make_optimizer(hyper: StageHyper) -> optax.GradientTransformation:
                      optax.scale_by_schedule(schedule))
 
 
-def optimise_block(model: BodyModel, params: FitParams, targets: Targets,
+def optimise_block(model: JointModel, params: FitParams, targets: Targets,
                    anchor: Anchor, hyper: StageHyper, structure: FitStructure):
   """hyper.num_steps Adam steps on one block. Returns (params, final loss).
 
@@ -73,14 +73,14 @@ def optimise_block(model: BodyModel, params: FitParams, targets: Targets,
   return params, loss_fn(params)
 
 
-def empty_anchor(model: BodyModel, num_mapped: int, dtype=jnp.float32) -> Anchor:
+def empty_anchor(model: JointModel, num_mapped: int, dtype=jnp.float32) -> Anchor:
   del model
   return Anchor(poses=jnp.zeros((24, 3), dtype), trans=jnp.zeros((3,), dtype),
                 joints=jnp.zeros((num_mapped, 3), dtype), valid=jnp.zeros((), dtype))
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
-def fit_blocks(model: BodyModel, betas, poses, trans, targets: Targets,
+def fit_blocks(model: JointModel, betas, poses, trans, targets: Targets,
                anchor: Anchor, hyper: StageHyper, structure: FitStructure):
   """Optimises N blocks of K frames in sequence.
 

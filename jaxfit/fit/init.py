@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit.body.model import BodyModel, forward_kinematics, shaped_joints
+from jaxfit.body.model import JointModel, forward_kinematics, shaped_joints
 
 # SMPL joints rigidly attached to the pelvis (pelvis, hips, spine1): their
 # offsets depend on betas only, so Kabsch on them is exact for SMPL data. In
@@ -34,7 +34,7 @@ def kabsch(source, target, weight):
   return rot, s_c, t_c
 
 
-def root_initialisation(model: BodyModel, betas, targets, weight, smpl_index):
+def root_initialisation(model: JointModel, betas, targets, weight, smpl_index):
   """Per-frame global orientation and translation from the pelvis-rigid joints.
 
   targets [T,M,3] m (gaps filled); weight [T,M] (>0 where observed);
@@ -79,7 +79,7 @@ def rigid_pairs(smpl_index, parents):
   return tuple(pairs)
 
 
-def shape_from_distances(model: BodyModel, target_distances, pair_weight, pairs,
+def shape_from_distances(model: JointModel, target_distances, pair_weight, pairs,
                          smpl_index, ridge, iterations=12):
   """Betas whose rest-joint distances match target distances (Gauss-Newton).
 
@@ -110,7 +110,7 @@ def shape_from_distances(model: BodyModel, target_distances, pair_weight, pairs,
   return betas
 
 
-def solve_betas(model: BodyModel, poses, targets, weight, smpl_index, ridge):
+def solve_betas(model: JointModel, poses, targets, weight, smpl_index, ridge):
   """Closed-form shape for fixed rotations (linear least squares).
 
   With rotations fixed, posed joints are exactly affine in betas, and a free

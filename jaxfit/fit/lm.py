@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 import numpy as np
 
-from jaxfit.body.model import BodyModel, forward_kinematics
+from jaxfit.body.model import JointModel, forward_kinematics
 from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from jaxfit.fit.core import empty_anchor
 from jaxfit.fit.losses import residuals_from_joints
@@ -52,7 +52,7 @@ def moving_joints(parents, smpl_index):
   return tuple(int(k) for k in np.flatnonzero(ancestors.sum(0) > 0))
 
 
-def joints_and_jacobian(model: BodyModel, betas, pose, trans, smpl_index, active):
+def joints_and_jacobian(model: JointModel, betas, pose, trans, smpl_index, active):
   """Mapped joints [M,3] m and their Jacobian [M,3,3A+3] w.r.t. local rotation
   increments of the `active` joints [A] and the translation [3] of one frame."""
   joints, rotations = forward_kinematics(model, betas, pose, trans)
@@ -82,7 +82,7 @@ _MAX_STEP = 0.5
 
 
 @functools.partial(jax.jit, static_argnames=('structure', 'terms'))
-def lm_frames(model: BodyModel, betas, poses, trans, targets: Targets,
+def lm_frames(model: JointModel, betas, poses, trans, targets: Targets,
               weights: LossWeights, iterations, structure: FitStructure, terms=LOSS_TERMS,
               initial_damping: float = 1e-2):
   """Solves every frame independently for the loss sum_{k in terms} w_k ||r_k||^2.

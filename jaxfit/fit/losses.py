@@ -10,14 +10,14 @@ Shapes: K frames in the block, M mapped joints, NB bones. Units: metres, radians
 import jax
 import jax.numpy as jnp
 
-from jaxfit.body.model import BodyModel, forward_kinematics
+from jaxfit.body.model import JointModel, forward_kinematics
 from jaxfit.fit.types import (LOSS_TERMS, Anchor, FitParams, FitStructure,
                               LossWeights, Targets)
 
 _EPS = 1e-9
 
 
-def posed_mapped_joints(model: BodyModel, params: FitParams, structure: FitStructure):
+def posed_mapped_joints(model: JointModel, params: FitParams, structure: FitStructure):
   """[K,M,3] metres: SMPL joints compared with the targets."""
   joints, _ = jax.vmap(forward_kinematics, in_axes=(None, None, 0, 0))(
       model, params.betas, params.poses, params.trans)
@@ -141,7 +141,7 @@ def foot_skate_residual(pred, targets: Targets, anchor: Anchor, structure):
   return _normalised(w)[..., None] * (seq[1:] - seq[:-1])
 
 
-def residuals(model: BodyModel, params: FitParams, targets: Targets,
+def residuals(model: JointModel, params: FitParams, targets: Targets,
               anchor: Anchor, structure: FitStructure):
   """All residuals of a block, as a dict term -> array (see LOSS_TERMS)."""
   return residuals_from_joints(posed_mapped_joints(model, params, structure),

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfit.body.model import (SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, forward_kinematics,
-                               shaped_joints)
+                               joint_model, shaped_joints)
 from jaxfit.body.rotation import matrix_to_axis_angle
 from jaxfit.config import Settings
 from jaxfit.data import JointMapping, Trial, contact_from_kinematics, opensim_to_smpl, resolve_mapping
@@ -40,8 +40,9 @@ FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'ri
 class PreparedTrial:
   """A trial ready to fit (SMPL frame, mapped joints only, padded to T_pad).
 
-  targets [T_pad,M,3] m (0 where missing); filled [T_pad,M,3] gaps linearly
-  interpolated (for initialisation only); valid [T,M] observed (unpadded);
+  targets [T_pad,M,3] m (gaps: interpolated, low weight; 0 where never seen);
+  filled [T_pad,M,3] gaps linearly interpolated (for initialisation);
+  valid [T,M] observed (unpadded);
   weight [T_pad,M]; exists [T_pad];
   contact [T_pad,2] (left, right) float; num_frames: real frames T.
   """
@@ -107,7 +108,11 @@ def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
   feet = {side: tuple(position[n] for n in names if n in position)   # (ankle, toes) order
           for side, names in FOOT_JOINTS.items()}
   contact, contact_source = _contact(trial, filled, feet, settings, num_frames)
-  weight = valid * settings.joint_weights[list(smpl_index)][None]
+  joint_weight = settings.joint_weights[list(smpl_index)][None]
+  # Missing entries of joints seen elsewhere in the trial target their temporal
+  # interpolation with a small weight, so gaps are filled smoothly.
+  gap = ~valid & valid.any(0, keepdims=True)
+  weight = (valid + settings.gap_fill * gap) * joint_weight
   for s, side in enumerate(('left', 'right')):
     for m in feet[side]:
       weight[:, m] *= 1.0 + (settings.contact_weight - 1.0) * contact[:, s]
@@ -119,7 +124,8 @@ def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
                            left_foot=feet['left'], right_foot=feet['right'])
   return PreparedTrial(
       trial=trial, mapping=mapping, structure=structure,
-      targets=pad(joints), filled=pad_edge(filled), valid=valid, weight=pad(weight),
+      targets=pad(np.where(gap[..., None], filled, joints)), filled=pad_edge(filled), valid=valid,
+      weight=pad(weight),
       exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
       contact_source=contact_source, num_frames=num_frames,
       num_valid_frames=int(frame_ok.sum()))
@@ -158,7 +164,7 @@ def target_distances(prep: PreparedTrial, pairs):
   b = np.asarray([q for _, q in pairs])
   n = prep.num_frames
   d = np.linalg.norm(prep.targets[:n, b] - prep.targets[:n, a], axis=-1)
-  seen = (prep.weight[:n, a] > 0) & (prep.weight[:n, b] > 0)
+  seen = prep.valid[:, a] & prep.valid[:, b]
   median = np.array([np.median(d[seen[:, k], k]) if seen[:, k].any() else 0.0
                      for k in range(len(pairs))])
   return median, seen.mean(0)
@@ -231,13 +237,14 @@ def _posed_joints(model, betas, poses, trans):
 
 def _sample_frames(prep: PreparedTrial, count: int):
   """Evenly spaced frames with at least 4 observed joints (repeats if few)."""
-  frames = np.flatnonzero((prep.weight > 0).sum(1) >= 4)
+  frames = np.flatnonzero(prep.valid.sum(1) >= 4)
   return frames[np.round(np.linspace(0, len(frames) - 1, count)).astype(int)]
 
 
 def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
               progress: Optional[Callable[[str], None]] = None) -> FitResult:
-  """Runs the four stages on one prepared trial."""
+  """Runs the four stages on one prepared trial. model: BodyModel or JointModel."""
+  model = joint_model(model)  # fitting never touches vertices
   dtype = jnp.float64 if settings.dtype == 'float64' else jnp.float32
   progress = progress or (lambda stage: None)
   timings: Dict[str, float] = {}
