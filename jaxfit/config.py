@@ -21,9 +21,9 @@ from jaxfit.fit.types import LOSS_TERMS, LossWeights
 #   centre, inside SMPL's ankle-foot segment, so it would fight the ankle target.
 # radioulnar_*: a forearm pronation axis point 2-3 cm from the elbow centre,
 #   not a joint SMPL has; elbow_* already pins the elbow.
-# back -> spine1: measured (docs/joint_mapping.md): the Rajagopal lumbar joint
-#   sits 30% of the way from hip centre to shoulder centre; SMPL's spine1 sits
-#   at about 40%, spine2 at 65%; pelvis at 16%. spine1 is the closest.
+# back -> spine1: measured (docs/joint_mapping.md, benchmarks/spine_mapping.py):
+#   the Rajagopal lumbar (L5/S1) joint sits 30% of the way from the hip centres
+#   to the shoulders; spine1 is the nearest SMPL joint (40% on the demo body).
 DEFAULT_JOINT_MAP = {
     'ground_pelvis': 'pelvis',
     'hip_r': 'right_hip', 'hip_l': 'left_hip',
