@@ -95,9 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
       vertical_speed_threshold=0.4,  # m/s, heuristic
       height_margin=0.03,    # m above the lowest toe height, heuristic
   ))
-  # Stage 1: closed-form root (Kabsch) then per-frame Levenberg-Marquardt.
-  c.init = _stage(10, 0.08, 0.1, 'position,bone_direction,pose_reg',
-                  solver='lm', root='kabsch')
+  # Stage 1: closed-form root (Kabsch) then per-frame Levenberg-Marquardt
+  # (6 iterations; bone direction is left to the Adam stages: measured 35%
+  # faster at equal accuracy, benchmarks/RESULTS.md).
+  c.init = _stage(6, 0.08, 0.1, 'position,pose_reg', solver='lm', root='kabsch')
   # Stage 2: closed-form shape (rigid distances, then least squares alternated
   # with LM on the sample); iters > 0 adds the reference's Adam shape fit.
   c.shape = _stage(0, 0.05, 0.1,
