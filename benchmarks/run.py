@@ -128,7 +128,18 @@ def run_method(method, path, out_dir):
   raise RuntimeError(f'{method} on {path} failed:\n{proc.stderr[-3000:]}')
 
 
-def markdown(results, batch, info):
+def read_times(paths):
+  """Seconds to open a .b3d and read its trial (first read in this process)."""
+  from jaxfit.io.b3d import read_b3d_trials  # pylint: disable=import-outside-toplevel
+  rows = []
+  for frames, path in paths:
+    t0 = time.perf_counter()
+    read_b3d_trials(path)
+    rows.append(dict(frames=frames, seconds=time.perf_counter() - t0))
+  return rows
+
+
+def markdown(results, batch, info, reads=(), findings=''):
   lines = ['# jaxfit benchmarks', '',
            f'Machine: {info["cpu"]}, {info["cores"]} cores; JAX {info["jax"]} '
            f'({info["jax_backend"]}), torch {info["torch"]}, Python {info["python"]}; {info["date"]}.',
@@ -159,7 +170,13 @@ def markdown(results, batch, info):
     for b in batch:
       lines.append(f'| {b["trials"]} x {b["frames"] // b["trials"]} | {b["seconds"]:.3f} | '
                    f'{b["frame_iterations_per_s"]:.3g} | {b["frames_per_s_at_stage4"]:.3g} |')
+  if reads:
+    lines += ['', '## Reading .b3d (open + read one trial, joint centres and contact)', '',
+              '| frames | seconds |', '|---|---|']
+    lines += [f'| {r["frames"]} | {r["seconds"]:.3f} |' for r in reads]
   lines += ['', 'GPU: not measured in this run (no accelerator was available); the column is left empty, not estimated.']
+  if findings:
+    lines += ['', findings.strip()]
   return '\n'.join(lines) + '\n'
 
 
@@ -175,23 +192,27 @@ def main():
   parser.add_argument('--work', default=os.path.join(ROOT, 'benchmarks', 'out'))
   args = parser.parse_args()
   os.environ.setdefault('JAXFIT_CACHE', os.path.join(args.work, 'cache'))
-  results = []
+  results, paths = [], []
   for frames in [int(f) for f in args.frames.split(',') if f]:
     path = subject_path(args.work, frames)
+    paths.append((frames, path))
     for method in args.methods.split(','):
       r = run_method(method, path, os.path.join(args.work, 'fits', method))
       print(f'{frames:5d} frames  {method:22s} {r["time_s"]["total"]:8.2f} s  '
             f'(+{r["time_s"].get("compile_s", 0):.1f} s compile)  MPJPE {r["mpjpe_mm"]:.1f} mm', flush=True)
       results.append(r)
   batch = batch_throughput([int(b) for b in args.batch.split(',') if b]) if args.batch else []
+  reads = read_times(paths)
   info = machine()
+  findings_path = os.path.join(ROOT, 'benchmarks', 'FINDINGS.md')
+  findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
   from jaxfit.io.atomic import atomic_write  # pylint: disable=import-outside-toplevel
   with atomic_write(args.out) as tmp:
     with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(markdown(results, batch, info))
+      f.write(markdown(results, batch, info, reads, findings))
   with atomic_write(os.path.splitext(args.out)[0] + '.json') as tmp:
     with open(tmp, 'w', encoding='utf-8') as f:
-      json.dump(dict(machine=info, results=results, batch=batch), f, indent=1)
+      json.dump(dict(machine=info, results=results, batch=batch, reads=reads), f, indent=1)
   print(open(args.out, encoding='utf-8').read())
 
 
