@@ -1,14 +1,18 @@
-"""The staged fitting pipeline of the reference, on the one compiled core.
+"""The staged fitting pipeline of the reference, on one compiled Adam core.
 
-  1. init:     closed-form root orientation (Kabsch on the torso), then per-frame
-               IK of all frames at once (frames are independent in this stage);
-  2. shape:    betas (with the poses of a sample of frames) against joint
-               positions and target bone lengths;
-  3. pose:     per-frame refinement: `sequential` runs frame by frame,
-               warm-started from and smoothed towards the previous frame;
+  1. init:     (closed-form shape) betas from the distances of rigidly linked
+               joints, which do not depend on pose; Kabsch root orientation from
+               the pelvis joints; then per-frame IK of all frames at once, by
+               Levenberg-Marquardt (default) or Adam (the reference);
+  2. shape:    (closed-form) least-squares betas for the fitted rotations of a
+               sample of frames, alternated with LM on the sample, then every
+               frame re-solved; or (the reference) Adam on betas and the
+               sample's poses;
+  3. pose:     per-frame refinement with Adam: `sequential` runs frame by frame
+               (T blocks of 1 frame), each tied to the previous frame;
                `simultaneous` optimises all frames in one block;
-  4. sequence: all frames jointly with bone-length, velocity/acceleration and
-               contact terms; passes 3+4 repeat `max_passes` times.
+  4. sequence: Adam on all frames jointly with bone-length, smoothness and
+               contact terms; stages 3+4 repeat `max_passes` times.
 Pure: arrays in, arrays out; no file I/O.
 """
 
