@@ -38,6 +38,7 @@ from jaxfit.fit.lm import lm_frames
 from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, StageHyper, Targets
 
 FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
+LM_CHUNK = 128  # frames per Levenberg-Marquardt call (independent frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,11 +268,25 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
   index = structure.smpl_index
 
   def lm(name, betas, poses, trans, targets, iters):
-    poses, trans, cost = compiled.call(
-        lm_frames, (model, betas, poses, trans, targets, init_weights, np.int32(iters)),
-        dict(structure=structure, terms=init.terms), timings, name)
-    losses[name] = float(jnp.sum(cost))
-    return poses, trans
+    # Frames are independent here: one executable for fixed chunks of LM_CHUNK
+    # frames serves every trial length and the shape sample (one compilation).
+    n = poses.shape[0]
+    padded = -(-n // LM_CHUNK) * LM_CHUNK
+    pad = lambda a: jnp.concatenate([a, jnp.zeros((padded - n,) + a.shape[1:], a.dtype)])
+    poses_p, trans_p = pad(poses), pad(trans)
+    targets_p = jax.tree.map(pad, targets)
+    out_poses, out_trans, cost = [], [], 0.0
+    for start in range(0, padded, LM_CHUNK):
+      chunk = slice(start, start + LM_CHUNK)
+      p, t, c = compiled.call(
+          lm_frames, (model, betas, poses_p[chunk], trans_p[chunk],
+                      jax.tree.map(lambda a: a[chunk], targets_p), init_weights, np.int32(iters)),
+          dict(structure=structure, terms=init.terms), timings, name)
+      out_poses.append(p)
+      out_trans.append(t)
+      cost += float(jnp.sum(c))
+    losses[name] = cost
+    return jnp.concatenate(out_poses)[:n], jnp.concatenate(out_trans)[:n]
 
   def posed_root(name, betas, poses, frames_filled, frames_weight):
     rot, trans = compiled.call(root_initialisation_jit,
