@@ -190,7 +190,18 @@ def main():
   parser.add_argument('--batch', default='1,4,16', help="trial counts for the batched core; '' skips")
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))
   parser.add_argument('--work', default=os.path.join(ROOT, 'benchmarks', 'out'))
+  parser.add_argument('--render', action='store_true',
+                      help='only rebuild --out from its .json and benchmarks/FINDINGS.md')
   args = parser.parse_args()
+  findings_path = os.path.join(ROOT, 'benchmarks', 'FINDINGS.md')
+  if args.render:
+    with open(os.path.splitext(args.out)[0] + '.json', encoding='utf-8') as f:
+      data = json.load(f)
+    findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
+    with open(args.out, 'w', encoding='utf-8') as f:
+      f.write(markdown(data['results'], data['batch'], data['machine'], data.get('reads', ()),
+                       findings))
+    return
   os.environ.setdefault('JAXFIT_CACHE', os.path.join(args.work, 'cache'))
   results, paths = [], []
   for frames in [int(f) for f in args.frames.split(',') if f]:
@@ -204,7 +215,6 @@ def main():
   batch = batch_throughput([int(b) for b in args.batch.split(',') if b]) if args.batch else []
   reads = read_times(paths)
   info = machine()
-  findings_path = os.path.join(ROOT, 'benchmarks', 'FINDINGS.md')
   findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
   from jaxfit.io.atomic import atomic_write  # pylint: disable=import-outside-toplevel
   with atomic_write(args.out) as tmp:

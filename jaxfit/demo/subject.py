@@ -86,7 +86,7 @@ def gait_angles(motion, phase):
         arm_add=-0.12 + 0.03 * s,
         arm_rot=0.05 * c,
         elbow_flex=0.40 - 0.18 * c,
-        pro_sup=0.5 + 0.0 * c,
+        pro_sup=np.full_like(c, 0.5),
     )
   if motion == 'run':
     return dict(
@@ -101,7 +101,7 @@ def gait_angles(motion, phase):
         arm_add=-0.18 + 0.05 * s,
         arm_rot=0.10 * c,
         elbow_flex=1.45 - 0.25 * c,
-        pro_sup=0.6 + 0.0 * c,
+        pro_sup=np.full_like(c, 0.6),
     )
   raise ValueError(f'unknown motion {motion!r}; expected walk or run')
 
