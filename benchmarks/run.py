@@ -85,7 +85,7 @@ def batch_throughput(batch_sizes, frames=256, iterations=50):
   prep = prepare_trial(trial, settings)
   targets = jax.tree.map(lambda a: a[None], _targets(prep, np.zeros((prep.targets.shape[0], 3))))
   hyper = stage_hyper(settings, 'sequence', model.num_betas, 0.002, iters=iterations)
-  anchor = empty_anchor(model, len(prep.structure.smpl_index))
+  anchor = empty_anchor(len(prep.structure.smpl_index))
   t = prep.targets.shape[0]
   rows = []
   for s in batch_sizes:

@@ -148,7 +148,7 @@ def _run_core(b: Block, weights, steps=60, lr=0.01, lr_mult=None, params=None, t
                          lr=jnp.float32(lr), lr_final_ratio=jnp.float32(1.0))
   if lr_mult is not None:
     hyper = hyper._replace(lr_mult=lr_mult)
-  anchor = empty_anchor(b.model, len(b.structure.smpl_index))
+  anchor = empty_anchor(len(b.structure.smpl_index))
   out = compiled.call(fit_blocks, (b.model, params.betas, params.poses[None], params.trans[None],
                                    jax.tree.map(lambda a: a[None], targets), anchor, hyper),
                       dict(structure=b.structure))

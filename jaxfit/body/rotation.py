@@ -11,7 +11,7 @@ import jax.numpy as jnp
 _SMALL_ANGLE_SQ = 1e-6
 
 
-def _skew(v):
+def skew(v):
   """[..., 3] -> [..., 3, 3] cross-product matrix."""
   x, y, z = v[..., 0], v[..., 1], v[..., 2]
   zero = jnp.zeros_like(x)
@@ -38,7 +38,7 @@ def axis_angle_to_matrix(axis_angle):
   one_minus_cos_over_theta_sq = jnp.where(
       small, 0.5 - theta_sq / 24.0 + theta_sq * theta_sq / 720.0,
       (1.0 - jnp.cos(theta)) / safe_sq)
-  k = _skew(axis_angle)
+  k = skew(axis_angle)
   eye = jnp.eye(3, dtype=axis_angle.dtype)
   return (eye + sin_over_theta[..., None, None] * k +
           one_minus_cos_over_theta_sq[..., None, None] * (k @ k))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfit.body.model import JointModel, forward_kinematics
-from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle, skew
 from jaxfit.fit.core import empty_anchor
 from jaxfit.fit.losses import residuals_from_joints
 from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets
@@ -39,13 +39,6 @@ def _proper_ancestors(parents):
   return mask
 
 
-def _skew(v):
-  x, y, z = v[..., 0], v[..., 1], v[..., 2]
-  o = jnp.zeros_like(x)
-  return jnp.stack([jnp.stack([o, -z, y], -1), jnp.stack([z, o, -x], -1),
-                    jnp.stack([-y, x, o], -1)], -2)
-
-
 def moving_joints(parents, smpl_index):
   """Joints whose rotation moves some mapped joint (the root always does)."""
   ancestors = _proper_ancestors(parents)[np.asarray(smpl_index)]
@@ -59,7 +52,7 @@ def joints_and_jacobian(model: JointModel, betas, pose, trans, smpl_index, activ
   idx, act = np.asarray(smpl_index), np.asarray(active)
   mask = jnp.asarray(_proper_ancestors(model.parents)[idx][:, act], joints.dtype)  # [M,A]
   offset = joints[idx][:, None] - joints[act][None]                               # [M,A,3]
-  d_rot = -jnp.einsum('mk,mkab,kbc->makc', mask, _skew(offset), rotations[act])   # [M,3,A,3]
+  d_rot = -jnp.einsum('mk,mkab,kbc->makc', mask, skew(offset), rotations[act])   # [M,3,A,3]
   d_trans = jnp.broadcast_to(jnp.eye(3, dtype=joints.dtype), (len(idx), 3, 3))
   return joints[idx], jnp.concatenate([d_rot.reshape(len(idx), 3, 3 * len(act)), d_trans], -1)
 
@@ -91,7 +84,7 @@ def lm_frames(model: JointModel, betas, poses, trans, targets: Targets,
   traced int; terms: static tuple of loss terms. Rotations that move no mapped joint are left as they are.
   Returns (poses, trans, final loss [T]).
   """
-  anchor = empty_anchor(model, len(structure.smpl_index), poses.dtype)
+  anchor = empty_anchor(len(structure.smpl_index), poses.dtype)
   active = moving_joints(model.parents, structure.smpl_index)
   act = np.asarray(active)
 

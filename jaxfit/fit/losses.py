@@ -35,16 +35,20 @@ def _safe_unit(v):
   return v / jnp.sqrt(jnp.maximum(norm_sq, _EPS))
 
 
+def _bone_ends(structure):
+  """Mapped-joint indices of each bone's (parent, child) ends, [NB] each."""
+  return (jnp.asarray([p for p, _ in structure.bones]),
+          jnp.asarray([c for _, c in structure.bones]))
+
+
 def _bone_vectors(points, structure):
-  parents = jnp.asarray([p for p, _ in structure.bones])
-  children = jnp.asarray([c for _, c in structure.bones])
+  parents, children = _bone_ends(structure)
   return points[..., children, :] - points[..., parents, :]
 
 
 def _bone_weight(weight, structure):
   """[K,NB]: a bone counts when both of its ends are observed."""
-  parents = jnp.asarray([p for p, _ in structure.bones])
-  children = jnp.asarray([c for _, c in structure.bones])
+  parents, children = _bone_ends(structure)
   return (weight[:, parents] > 0) * (weight[:, children] > 0) * 1.0
 
 

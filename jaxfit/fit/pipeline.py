@@ -228,7 +228,7 @@ class _StageRunner:
     k = poses.shape[0] // num_blocks
     args = (self.model, betas, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
             jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
-            empty_anchor(self.model, len(self.structure.smpl_index), poses.dtype), hyper)
+            empty_anchor(len(self.structure.smpl_index), poses.dtype), hyper)
     betas, poses_b, trans_b, losses = compiled.call(
         fit_blocks, args, dict(structure=self.structure), self.timings, name)
     return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(jnp.sum(losses))
