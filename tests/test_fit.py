@@ -263,3 +263,19 @@ def test_closed_form_shape_pieces_are_exact(demo_model, truth_trial):
   offset = np.asarray(joints)[:, list(idx)] - truth['clean'][frames]
   offset -= offset.mean(1, keepdims=True)          # translation is free per frame
   assert np.abs(offset).max() < 1e-3
+
+
+def test_a_never_observed_joint_does_not_bias_the_initial_root(demo_model, truth_trial):
+  from jaxfit.body.rotation import axis_angle_to_matrix
+  from jaxfit.fit.init import root_initialisation
+  trial, truth = truth_trial
+  joints = np.array(trial.joints)
+  joints[:, list(trial.joint_names).index('back')] = np.nan       # spine1 never observed
+  blind = type(trial)(**{**trial.__dict__, 'joints': joints,
+                         'valid': np.all(np.isfinite(joints), -1)})
+  prep = prepare_trial(blind, _settings())
+  rot, _ = root_initialisation(joint_model(demo_model), jnp.asarray(truth['betas'], jnp.float32),
+                               jnp.asarray(prep.filled, jnp.float32),
+                               jnp.asarray(prep.init_weight, jnp.float32), prep.structure.smpl_index)
+  expected = np.asarray(axis_angle_to_matrix(jnp.asarray(truth['poses'][:, 0], jnp.float32)))
+  np.testing.assert_allclose(np.asarray(rot)[:FRAMES], expected, atol=1e-3)

@@ -64,6 +64,12 @@ class PreparedTrial:
   num_frames: int
   num_valid_frames: int
 
+  @property
+  def init_weight(self):
+    """[T_pad,M] for closed-form initialisation: every real frame's gap-filled
+    joints, but never a joint the trial never observed (its values are stand-ins)."""
+    return self.exists[:, None] * self.valid.any(0)[None]
+
 
 def mapped_bones(smpl_index):
   """(parent, child) pairs over mapped joints: each mapped joint's nearest
@@ -106,7 +112,7 @@ def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
   smpl_index = mapping.smpl_index
   joints = opensim_to_smpl(np.where(valid[..., None], joints, 0.0))
   filled = _fill_gaps(joints, valid)
-  if not valid.all(0).all():  # joints never observed: copy the nearest observed joint
+  if not valid.all(0).all():  # joints never observed: a finite stand-in (weight 0 everywhere)
     never = ~valid.any(0)
     filled[:, never] = filled[:, [np.flatnonzero(~never)[0]] * int(never.sum())]
   position = {SMPL_JOINT_NAMES[j]: m for m, j in enumerate(smpl_index)}
@@ -261,7 +267,7 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
   basis = whitening_basis(model, structure.smpl_index) if settings.whiten_betas else np.eye(nb)
   init, shape = settings.stages['init'], settings.stages['shape']
   closed_form_shape = shape.extra['method'] == 'closed_form'
-  all_frames = jnp.asarray(np.broadcast_to(prep.exists[:, None], prep.weight.shape), dtype)
+  all_frames = jnp.asarray(prep.init_weight, dtype)
   filled = jnp.asarray(prep.filled, dtype)
   sample = _sample_frames(prep, int(shape.extra['frames']))
   init_weights = stage_hyper(settings, 'init', nb, 0.0, dtype=dtype).weights
