@@ -3,70 +3,14 @@
 import os
 import pickle
 import sys
-import types
 
 import numpy as np
 import pytest
-import scipy.sparse
 
 from jaxfit.errors import ModelFileError
 from jaxfit.io.smpl_file import load_body_model, save_body_model_npz
 from tests.conftest import random_smpl_arrays
-
-
-class _FakeCh:
-  """Pickles like chumpy.ch.Ch: a class from module 'chumpy.ch' with state {'x': array}."""
-
-  def __init__(self, x):
-    self.x = np.asarray(x)
-
-  def __getstate__(self):
-    return {'x': self.x, '_cache': {}, '_parents': {}}
-
-
-class _FakeSelect:
-  """Pickles like chumpy.reordering.Select (a view of another Ch by indices)."""
-
-  def __init__(self, a, idxs, shape):
-    self.a, self.idxs, self.preferred_shape = a, idxs, shape
-
-  def __getstate__(self):
-    return {'a': self.a, 'idxs': self.idxs, 'preferred_shape': self.preferred_shape}
-
-
-def _write_official_pkl(path, arrays, num_pcs=300):
-  """Writes the official SMPL layout: chumpy objects, a scipy.sparse J_regressor,
-  300 shape PCs (v1.1.0), Python-2-era protocol 2. The fake chumpy modules are
-  registered only while dumping."""
-  ch = types.ModuleType('chumpy.ch')
-  reordering = types.ModuleType('chumpy.reordering')
-  _FakeCh.__module__, _FakeCh.__qualname__ = 'chumpy.ch', 'Ch'
-  _FakeSelect.__module__, _FakeSelect.__qualname__ = 'chumpy.reordering', 'Select'
-  ch.Ch, reordering.Select = _FakeCh, _FakeSelect
-  saved = {k: sys.modules.get(k) for k in ('chumpy', 'chumpy.ch', 'chumpy.reordering')}
-  sys.modules.update({'chumpy': types.ModuleType('chumpy'), 'chumpy.ch': ch,
-                      'chumpy.reordering': reordering})
-  try:
-    rng = np.random.default_rng(1)
-    shapedirs = np.concatenate([arrays['shapedirs'], rng.normal(
-        size=arrays['shapedirs'].shape[:2] + (num_pcs - arrays['shapedirs'].shape[2],))], 2)
-    weights = arrays['weights']
-    data = dict(
-        v_template=arrays['v_template'],
-        shapedirs=_FakeCh(shapedirs),
-        posedirs=arrays['posedirs'],
-        J_regressor=scipy.sparse.csc_matrix(arrays['J_regressor']),
-        weights=_FakeSelect(_FakeCh(weights.ravel()), np.arange(weights.size), weights.shape),
-        kintree_table=arrays['kintree_table'], f=arrays['f'],
-        J=arrays['J_regressor'] @ arrays['v_template'], bs_style='lbs', bs_type='lrotmin')
-    with open(path, 'wb') as f:
-      pickle.dump(data, f, protocol=2)
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
+from tests.smpl_files import FLAVOURS, write_model_pkl, write_smplx_npz
 
 
 @pytest.fixture(scope='module')
@@ -83,9 +27,12 @@ def test_npz_round_trip(tmp_path, arrays):
   np.testing.assert_allclose(np.asarray(model.J_template), arrays['J_regressor'] @ arrays['v_template'], atol=1e-5)
 
 
-def test_official_pkl_with_chumpy_sparse_and_300_pcs(tmp_path, arrays):
+@pytest.mark.parametrize('flavour', FLAVOURS)
+def test_official_and_resaved_pickles_load(tmp_path, arrays, flavour):
+  """Official Python-2 chumpy pickles (their state holds a set()), Python-3
+  re-saves at protocols 2-4, and smplx's chumpy-free protocol-0 pickle."""
   path = tmp_path / 'basicmodel_m_lbs_10_207_0_v1.1.0.pkl'
-  _write_official_pkl(path, arrays)
+  write_model_pkl(path, arrays, flavour)
   assert 'chumpy' not in sys.modules
   model = load_body_model(path, num_betas=10)
   assert model.gender == 'male'
@@ -93,15 +40,40 @@ def test_official_pkl_with_chumpy_sparse_and_300_pcs(tmp_path, arrays):
   np.testing.assert_allclose(np.asarray(model.shapedirs), arrays['shapedirs'], atol=1e-6)
   np.testing.assert_allclose(np.asarray(model.J_regressor), arrays['J_regressor'], atol=1e-7)
   np.testing.assert_allclose(np.asarray(model.weights), arrays['weights'], atol=1e-7)
-  more = load_body_model(path, num_betas=16)
+  more = load_body_model(path, num_betas=16)     # v1.1.0 carries 300 components
   assert more.num_betas == 16
+
+
+def test_the_official_layout_really_holds_python2_sets(tmp_path, arrays):
+  """The stand-in is what the loader must survive: __builtin__.set in a
+  protocol-2 stream with Python-2 string opcodes and old module paths."""
+  import pickletools  # pylint: disable=import-outside-toplevel
+  path = tmp_path / 'basicmodel_f_lbs_10_207_0_v1.0.0.pkl'
+  write_model_pkl(path, arrays, 'official', num_pcs=10)
+  data = path.read_bytes()
+  assert data[:2] == b'\x80\x02'
+  ops = {op.name for op, _, _ in pickletools.genops(data)}
+  assert {'SHORT_BINSTRING', 'BINSTRING', 'NEWOBJ', 'GLOBAL'} <= ops and 'BINUNICODE' not in ops
+  for name in (b'__builtin__\nset', b'chumpy.ch\nCh', b'scipy.sparse.csc\ncsc_matrix',
+               b'_dirty_vars', b'_depends_on_deps', b'_itr'):
+    assert name in data, name
+  assert load_body_model(path).gender == 'female'
+
+
+@pytest.mark.parametrize('gender', ['NEUTRAL', 'MALE', 'FEMALE'])
+def test_smplx_style_npz_with_a_sparse_regressor_loads(tmp_path, arrays, gender):
+  path = tmp_path / f'SMPL_{gender}.npz'
+  write_smplx_npz(path, arrays, gender.lower())
+  model = load_body_model(path)
+  assert model.gender == gender.lower()
+  np.testing.assert_allclose(np.asarray(model.J_regressor), arrays['J_regressor'], atol=1e-7)
 
 
 def test_demo_body_also_loads_as_official_pkl(tmp_path):
   from jaxfit.demo.body_model import demo_body_arrays
   a = demo_body_arrays()
   path = tmp_path / 'demo_neutral.pkl'
-  _write_official_pkl(path, a, num_pcs=10)
+  write_model_pkl(path, a, 'official', num_pcs=10)
   model = load_body_model(path)
   np.testing.assert_allclose(np.asarray(model.J_template), a['J'], atol=1e-5)
 
@@ -116,6 +88,32 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
   path = tmp_path / 'evil.pkl'
   with open(path, 'wb') as f:
     pickle.dump({'v_template': Exploit()}, f)
+  with pytest.raises(ModelFileError, match='refusing to load'):
+    load_body_model(path)
+  assert not marker.exists()
+
+
+@pytest.mark.parametrize('payload', [
+    b'c__builtin__\neval\n(S\'1\'\ntR.', b'cbuiltins\ngetattr\n(c__builtin__\nset\nS\'add\'\ntR.',
+    b'cos\nsystem\n(S\'true\'\ntR.', b'c__builtin__\n__import__\n(S\'os\'\ntR.'])
+def test_hostile_globals_beside_the_allowed_builtins_are_refused(tmp_path, payload):
+  path = tmp_path / 'hostile.pkl'
+  path.write_bytes(payload)
+  with pytest.raises(ModelFileError, match='refusing to load'):
+    load_body_model(path)
+
+
+def test_object_arrays_in_npz_cannot_run_code(tmp_path, arrays):
+  marker = tmp_path / 'pwned'
+
+  class Exploit:
+    def __reduce__(self):
+      return (os.system, (f'touch {marker}',))
+
+  bad = dict(arrays)
+  bad['J_regressor'] = np.array(Exploit(), dtype=object)
+  path = tmp_path / 'SMPL_NEUTRAL.npz'
+  np.savez(path, **bad)
   with pytest.raises(ModelFileError, match='refusing to load'):
     load_body_model(path)
   assert not marker.exists()

@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import re
+import zipfile
 
 import numpy as np
 
@@ -96,6 +97,11 @@ _ALLOWED = {
     ('builtins', 'object'): object,
     ('_codecs', 'encode'): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
     ('__builtin__', 'object'): object,
+    # chumpy objects keep `_dirty_vars` as a set(): official SMPL files need these.
+    ('__builtin__', 'set'): set,
+    ('builtins', 'set'): set,
+    ('__builtin__', 'frozenset'): frozenset,
+    ('builtins', 'frozenset'): frozenset,
 }
 _SPARSE_NAME = re.compile(r'^scipy\.sparse(\.[\w.]+)?$')
 
@@ -119,14 +125,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _to_array(value):
   if isinstance(value, (_ChumpyPlaceholder, _SparsePlaceholder)):
     return value.to_array()
+  if isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+    return _to_array(value.reshape(-1)[0])  # e.g. a sparse matrix saved into an .npz
   return np.asarray(value)
+
+
+def _restricted_load(data: bytes):
+  """Unpickles with the restricted unpickler (latin1 for Python-2 strings)."""
+  return _RestrictedUnpickler(io.BytesIO(data), encoding='latin1').load()
 
 
 def _read_pickle(path):
   with open(path, 'rb') as f:
     data = f.read()
   try:
-    obj = _RestrictedUnpickler(io.BytesIO(data), encoding='latin1').load()
+    obj = _restricted_load(data)
   except pickle.UnpicklingError as e:
     raise ModelFileError(path, f'unsafe or invalid pickle: {e}') from None
   except Exception as e:  # truncated, not a pickle, ...
@@ -136,12 +149,32 @@ def _read_pickle(path):
   return obj
 
 
+def _read_npy_member(archive, name):
+  """One .npy member of an .npz: plain arrays by NumPy without pickle; object
+  arrays (e.g. a scipy.sparse J_regressor saved by np.savez) by the
+  restricted unpickler, so nothing in the file can run code."""
+  with archive.open(name) as f:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+      shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+      shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.hasobject:
+      return _restricted_load(f.read())
+    data = np.frombuffer(f.read(), dtype=dtype)
+  count = int(np.prod(shape))
+  if data.size < count:
+    raise ValueError(f'{name} is truncated')
+  return data[:count].reshape(shape, order='F' if fortran else 'C')
+
+
 def _read_npz(path):
   try:
-    with np.load(path, allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
-  except ValueError as e:
-    raise ModelFileError(path, f'npz holds object arrays, which are not accepted ({e})') from None
+    with zipfile.ZipFile(path) as archive:
+      return {name[:-4] if name.endswith('.npy') else name: _read_npy_member(archive, name)
+              for name in archive.namelist()}
+  except pickle.UnpicklingError as e:
+    raise ModelFileError(path, f'unsafe or invalid object array: {e}') from None
   except Exception as e:
     raise ModelFileError(path, f'not a readable .npz file ({type(e).__name__}: {e})') from None
 
