@@ -57,6 +57,7 @@ class Trial:
   mass_kg: Optional[float] = None
   sex: Optional[str] = None
   processing_pass: Optional[str] = None
+  joint_centre_source: Optional[str] = None  # 'file' (stored) or 'fk' (computed from poses)
 
   @property
   def num_frames(self) -> int:
@@ -80,12 +81,50 @@ def make_trial(subject, name, source, joint_names, joints, fps, **kwargs):
                valid=valid, **kwargs)
 
 
+# AddBiomechanics (OpenSim) joint name -> SMPL joint; '' = known but not fitted.
+# Covers the skeletons AddBiomechanics uses: Rajagopal 2015 / Lai-Uhlrich
+# (walker_knee_*, arms), gait2392-family lower-body models (knee_*, no arms),
+# and models with patellae (patellofemoral_*).
+# subtalar_*: SMPL has no subtalar joint; it sits 4-5 cm below/behind the ankle
+#   centre, inside SMPL's ankle-foot segment, so it would fight the ankle target.
+# radioulnar_*: a forearm pronation axis point 2-3 cm from the elbow centre,
+#   not a joint SMPL has; elbow_* already pins the elbow.
+# patellofemoral_*: the patella, not a joint centre SMPL has.
+# back -> spine1: measured (docs/joint_mapping.md, benchmarks/spine_mapping.py):
+#   the Rajagopal lumbar (L5/S1) joint sits 30% of the way from the hip centres
+#   to the shoulders; spine1 is the nearest SMPL joint (40% on the demo body).
+DEFAULT_JOINT_MAP = {
+    'ground_pelvis': 'pelvis',
+    'hip_r': 'right_hip', 'hip_l': 'left_hip',
+    'walker_knee_r': 'right_knee', 'walker_knee_l': 'left_knee',
+    'knee_r': 'right_knee', 'knee_l': 'left_knee',
+    'patellofemoral_r': '', 'patellofemoral_l': '',
+    'ankle_r': 'right_ankle', 'ankle_l': 'left_ankle',
+    'subtalar_r': '', 'subtalar_l': '',
+    'mtp_r': 'right_foot', 'mtp_l': 'left_foot',
+    'back': 'spine1',
+    'acromial_r': 'right_shoulder', 'acromial_l': 'left_shoulder',
+    'elbow_r': 'right_elbow', 'elbow_l': 'left_elbow',
+    'radioulnar_r': '', 'radioulnar_l': '',
+    'radius_hand_r': 'right_wrist', 'radius_hand_l': 'left_wrist',
+}
+
+# A trial can be fitted only with these observed (after mapping): the pelvis
+# or both hips (they fix the root), and both knees and ankles (the legs).
+REQUIRED_SMPL_JOINTS = (('pelvis',), ('left_hip', 'right_hip'))  # one of these groups
+REQUIRED_LEG_JOINTS = ('left_knee', 'right_knee', 'left_ankle', 'right_ankle')
+
+
 @dataclasses.dataclass(frozen=True)
 class JointMapping:
-  """Resolved correspondence: source joint i -> SMPL joint smpl_index[i]."""
+  """Resolved correspondence: source joint i -> SMPL joint smpl_index[i].
+
+  ignored: source joints that are not fitted (known-unmapped or unknown names).
+  """
   source_names: Tuple[str, ...]
   source_index: Tuple[int, ...]   # columns of Trial.joints used
   smpl_index: Tuple[int, ...]     # SMPL joints they are compared with
+  ignored: Tuple[str, ...] = ()
 
   @property
   def smpl_names(self):
@@ -96,36 +135,43 @@ def resolve_mapping(joint_names: Sequence[str], table: Mapping[str, str],
                     source='input') -> JointMapping:
   """Maps a trial's joint names to SMPL joints.
 
-  table: AddB name -> SMPL joint name ('' or None = unmapped). Joint names that
-  are already SMPL names map to themselves. Unknown names in the table or the
-  file, and mapped joints the file lacks, raise MotionFileError naming them.
+  table: source name -> SMPL joint name ('' or None = not fitted). Names that
+  are SMPL joint names and not in the table map to themselves; other names
+  are not fitted (listed in `ignored`). Mapped joints the file lacks are
+  simply unobserved. Raises MotionFileError naming the problem when the table
+  names an unknown SMPL joint, two joints map to one SMPL joint, or the
+  mapped joints cannot determine a body (see REQUIRED_*).
   """
   names = list(joint_names)
   for addb, smpl in table.items():
     if smpl and smpl not in SMPL_JOINT_NAMES:
       raise MotionFileError(source, f'joint mapping sends {addb!r} to unknown SMPL joint {smpl!r}')
-  if all(n in SMPL_JOINT_NAMES for n in names):
-    pairs = [(n, n) for n in names]
-  else:
-    unknown = [n for n in names if n not in table]
-    if unknown:
-      raise MotionFileError(source, f'joints {unknown} are neither in the joint mapping nor SMPL joint names; '
-                            f'expected the AddBiomechanics/Rajagopal joints {list(ADDB_JOINT_NAMES)}')
-    missing = [a for a, s in table.items() if s and a not in names]
-    if missing:
-      raise MotionFileError(source, f'the file lacks mapped joints {missing} (a different skeleton?); '
-                            f'it has {names}')
-    pairs = [(n, table[n]) for n in names if table[n]]
+  pairs, ignored = [], []
+  for n in names:
+    target = table[n] if n in table else (n if n in SMPL_JOINT_NAMES else '')
+    if target:
+      pairs.append((n, target))
+    else:
+      ignored.append(n)
   targets = [s for _, s in pairs]
   dupes = sorted({s for s in targets if targets.count(s) > 1})
   if dupes:
-    raise MotionFileError(source, f'several joints map to the same SMPL joints {dupes}')
-  if len(pairs) < 4:
-    raise MotionFileError(source, f'only {len(pairs)} mapped joints; at least 4 are needed')
+    raise MotionFileError(source, f'several joints map to the same SMPL joints {dupes}: '
+                          f'{[p for p in pairs if p[1] in dupes]}')
+  have = set(targets)
+  missing = [j for j in REQUIRED_LEG_JOINTS if j not in have]
+  if not any(all(j in have for j in group) for group in REQUIRED_SMPL_JOINTS):
+    missing = ['pelvis (or both hips)'] + missing
+  if missing:
+    raise MotionFileError(
+        source, f'cannot fit this skeleton: no joint maps to SMPL {missing} (needed: the pelvis or '
+        f'both hips, both knees and both ankles); the file has joints {names}; map names with '
+        '--config.joint_map.<name>=<smpl joint>')
   return JointMapping(
       source_names=tuple(a for a, _ in pairs),
       source_index=tuple(names.index(a) for a, _ in pairs),
-      smpl_index=tuple(SMPL_JOINT_NAMES.index(s) for _, s in pairs))
+      smpl_index=tuple(SMPL_JOINT_NAMES.index(s) for _, s in pairs),
+      ignored=tuple(ignored))
 
 
 def contact_from_kinematics(foot_positions, fps, vertical_speed_threshold=0.4,

@@ -3,18 +3,17 @@
 import numpy as np
 import pytest
 
-from jaxfit.config import DEFAULT_JOINT_MAP
-from jaxfit.data import (ADDB_JOINT_NAMES, contact_from_kinematics, make_trial, opensim_to_smpl,
-                         resolve_mapping)
+from jaxfit.data import (ADDB_JOINT_NAMES, DEFAULT_JOINT_MAP, contact_from_kinematics, make_trial,
+                         opensim_to_smpl, resolve_mapping)
 from jaxfit.errors import MotionFileError
-from jaxfit.io.b3d import B3dSubject, read_b3d_trials
+from jaxfit.io.b3d import list_b3d_trials, read_b3d_trials
 from jaxfit.io.joints_npz import read_joints_npz, write_joints_npz
 from jaxfit.io.nimble import import_nimble, quiet_native_output
 
 
 def test_trials_are_listed_with_lengths_and_rates(demo_b3d):
   path, _ = demo_b3d
-  infos = B3dSubject(path).trials()
+  infos = list_b3d_trials(path)
   assert [(i.name, i.num_frames, round(i.fps)) for i in infos] == [('walk', 120, 100), ('run', 90, 150)]
   assert infos[0].passes == ('kinematics',)
 
@@ -89,26 +88,54 @@ def test_mapping_default_table_and_smpl_names():
   assert len(m.smpl_index) == 16
   assert dict(zip(m.source_names, m.smpl_names))['back'] == 'spine1'
   assert 'subtalar_r' not in m.source_names and 'radioulnar_l' not in m.source_names
-  smpl = resolve_mapping(('pelvis', 'left_hip', 'right_hip', 'left_knee', 'head'), DEFAULT_JOINT_MAP)
-  assert smpl.smpl_names == ('pelvis', 'left_hip', 'right_hip', 'left_knee', 'head')
+  names = ('pelvis', 'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle',
+           'right_ankle', 'head')
+  assert resolve_mapping(names, DEFAULT_JOINT_MAP).smpl_names == names
 
 
 def test_mapping_errors_name_the_problem():
-  with pytest.raises(MotionFileError, match="'tibia_r'"):
-    resolve_mapping(ADDB_JOINT_NAMES + ('tibia_r',), DEFAULT_JOINT_MAP)
-  with pytest.raises(MotionFileError, match="lacks mapped joints \\['elbow_r'\\]"):
-    resolve_mapping(tuple(n for n in ADDB_JOINT_NAMES if n != 'elbow_r'), DEFAULT_JOINT_MAP)
   with pytest.raises(MotionFileError, match='unknown SMPL joint'):
     resolve_mapping(ADDB_JOINT_NAMES, {**DEFAULT_JOINT_MAP, 'back': 'spine9'})
+  with pytest.raises(MotionFileError, match='same SMPL joints'):
+    resolve_mapping(ADDB_JOINT_NAMES + ('knee_r',), DEFAULT_JOINT_MAP)
+
+
+LOWER_BODY = ('ground_pelvis', 'hip_r', 'knee_r', 'ankle_r', 'subtalar_r', 'mtp_r', 'hip_l',
+              'knee_l', 'ankle_l', 'subtalar_l', 'mtp_l', 'back')   # gait2392 family, no arms
+
+
+def test_skeleton_variants_map_and_extra_joints_are_left_out():
+  lower = resolve_mapping(LOWER_BODY, DEFAULT_JOINT_MAP)
+  assert dict(zip(lower.source_names, lower.smpl_names))['knee_l'] == 'left_knee'
+  assert len(lower.smpl_index) == 10 and lower.ignored == ('subtalar_r', 'subtalar_l')
+  with_patella = resolve_mapping(ADDB_JOINT_NAMES + ('patellofemoral_r', 'patellofemoral_l', 'tibia_r'),
+                                 DEFAULT_JOINT_MAP)
+  assert len(with_patella.smpl_index) == 16
+  assert {'patellofemoral_r', 'patellofemoral_l', 'tibia_r'} <= set(with_patella.ignored)
+  no_elbow = resolve_mapping(tuple(n for n in ADDB_JOINT_NAMES if n != 'elbow_r'), DEFAULT_JOINT_MAP)
+  assert 'right_elbow' not in no_elbow.smpl_names and len(no_elbow.smpl_index) == 15
+  hips_only = resolve_mapping(tuple(n for n in LOWER_BODY if n != 'ground_pelvis'), DEFAULT_JOINT_MAP)
+  assert 'pelvis' not in hips_only.smpl_names
+
+
+@pytest.mark.parametrize('drop, needle', [
+    (('ground_pelvis', 'hip_r'), 'pelvis (or both hips)'),
+    (('knee_l',), "'left_knee'"),
+    (('ankle_r', 'ankle_l'), "'left_ankle', 'right_ankle'"),
+])
+def test_a_skeleton_that_cannot_be_fitted_is_refused_in_one_line(drop, needle):
+  with pytest.raises(MotionFileError, match='cannot fit this skeleton') as info:
+    resolve_mapping(tuple(n for n in LOWER_BODY if n not in drop), DEFAULT_JOINT_MAP)
+  assert needle in str(info.value) and '\n' not in str(info.value)
 
 
 def test_bad_b3d_inputs_get_one_clear_error(tmp_path, demo_b3d):
   with pytest.raises(MotionFileError, match='no such file'):
-    B3dSubject(tmp_path / 'missing.b3d')
+    read_b3d_trials(tmp_path / 'missing.b3d')
   empty = tmp_path / 'empty.b3d'
   empty.write_bytes(b'')
   with pytest.raises(MotionFileError, match='empty.b3d: file is empty'):
-    B3dSubject(empty)
+    read_b3d_trials(empty)
   noise = tmp_path / 'noise.b3d'
   noise.write_bytes(np.random.default_rng(0).bytes(5000))
   with pytest.raises(MotionFileError, match='noise.b3d'):
@@ -132,3 +159,29 @@ def test_missing_pass_and_trial_are_named(demo_b3d):
 def test_empty_trial_is_refused():
   with pytest.raises(MotionFileError, match='zero frames'):
     make_trial('s', 't', 'file.b3d', ADDB_JOINT_NAMES, np.zeros((0, 20, 3)), 100.0)
+
+
+def test_choosing_among_processing_passes(tmp_path):
+  from jaxfit.demo.subject import TrialSpec, write_demo_subject
+  path = tmp_path / 'two_passes.b3d'
+  truth = write_demo_subject(path, (TrialSpec('walk', 'walk', 1.25, 60, 100.0, True, 0.0),),
+                             lowpass_pass=True)['walk']
+  assert list_b3d_trials(path)[0].passes == ('kinematics', 'lowpass')
+  raw, smooth = truth['joint_centres'], truth['lowpass_joint_centres']
+  assert np.abs(raw - smooth).max() > 0.005
+  for choice, expected, name in (('last', smooth, 'lowpass'), (None, smooth, 'lowpass'),
+                                 ('kinematics', raw, 'kinematics'), ('lowpass', smooth, 'lowpass'),
+                                 (0, raw, 'kinematics'), ('1', smooth, 'lowpass'),
+                                 (-1, smooth, 'lowpass'), (-2, raw, 'kinematics')):
+    trial = read_b3d_trials(path, processing_pass=choice)[0]
+    assert trial.processing_pass == name, choice
+    np.testing.assert_allclose(trial.joints, expected, atol=1e-9, err_msg=str(choice))
+  with pytest.raises(MotionFileError, match="has passes \\['kinematics', 'lowpass'\\]; no pass 2"):
+    read_b3d_trials(path, processing_pass=2)
+
+
+def test_trials_by_name_or_index(demo_b3d):
+  path, _ = demo_b3d
+  assert [t.name for t in read_b3d_trials(path, trials=['1'])] == ['run']
+  assert [t.name for t in read_b3d_trials(path, trials=['0', 'run'])] == ['walk', 'run']
+  assert [t.name for t in read_b3d_trials(path, trials=['walk'])] == ['walk']

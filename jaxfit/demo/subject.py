@@ -106,6 +106,16 @@ def gait_angles(motion, phase):
   raise ValueError(f'unknown motion {motion!r}; expected walk or run')
 
 
+def _joint_centres(skel, q):
+  """[T,J,3] joint centres by nimblephysics FK of poses q [ndof, T]."""
+  joint_list = [skel.getJoint(i) for i in range(skel.getNumJoints())]
+  centres = np.zeros((q.shape[1], len(joint_list), 3))
+  for k in range(q.shape[1]):
+    skel.setPositions(q[:, k])
+    centres[k] = np.asarray(skel.getJointWorldPositions(joint_list)).reshape(-1, 3)
+  return centres
+
+
 def _trial_poses(skel, spec, scale, rng):
   """Poses [ndof, T], joint centres [T,20,3] and contact [T,2] (r, l)."""
   dof_index = {skel.getDofByIndex(i).getName(): i for i in range(skel.getNumDofs())}
@@ -132,12 +142,8 @@ def _trial_poses(skel, spec, scale, rng):
   q[dof_index['pelvis_tx']] = travel * np.cos(spec.heading)
   q[dof_index['pelvis_tz']] = -travel * np.sin(spec.heading)
   # Pelvis height: the lower foot touches the ground (y = 0) in every frame.
-  centres = np.zeros((spec.frames, skel.getNumJoints(), 3))
-  joint_list = [skel.getJoint(i) for i in range(skel.getNumJoints())]
-  for k in range(spec.frames):
-    skel.setPositions(q[:, k])
-    centres[k] = np.asarray(skel.getJointWorldPositions(joint_list)).reshape(-1, 3)
-  names = [j.getName() for j in joint_list]
+  centres = _joint_centres(skel, q)
+  names = [skel.getJoint(i).getName() for i in range(skel.getNumJoints())]
   foot = {side: [names.index(f'subtalar_{side}'), names.index(f'mtp_{side}')]
           for side in ('r', 'l')}
   sole = 0.035 * scale
@@ -149,12 +155,22 @@ def _trial_poses(skel, spec, scale, rng):
   return q, centres, contact, [foot['r'][0], foot['l'][0]]
 
 
+def _lowpass(q, width=9):
+  """Moving average over time of poses [ndof, T] (edges held): a filter pass."""
+  kernel = np.ones(width) / width
+  padded = np.pad(q, ((0, 0), (width // 2, width // 2)), mode='edge')
+  return np.stack([np.convolve(row, kernel, mode='valid') for row in padded])
+
+
 def write_demo_subject(path, trials: Sequence[TrialSpec] = DEMO_TRIALS,
-                       height_m=1.75, mass_kg=72.0, sex='male', seed=0):
+                       height_m=1.75, mass_kg=72.0, sex='male', seed=0, lowpass_pass=False):
   """Writes a synthetic subject to `path` (.b3d) atomically; returns metadata.
 
-  Returns dict(trial name -> dict(joint_centres [T,20,3] OpenSim frame,
-  contact [T,2] (right, left), poses [ndof,T])) for tests.
+  lowpass_pass: add a second processing pass (LOW_PASS_FILTER, the poses
+  smoothed over 9 frames) after the KINEMATICS pass, as AddBiomechanics'
+  dataset processing does. Returns dict(trial name -> dict(joint_centres
+  [T,20,3] OpenSim frame, contact [T,2] (right, left), poses [ndof,T], and
+  with lowpass_pass lowpass_joint_centres [T,20,3])) for tests.
   """
   nimble = import_nimble()
   b3d = nimble.biomechanics
@@ -168,9 +184,13 @@ def write_demo_subject(path, trials: Sequence[TrialSpec] = DEMO_TRIALS,
     with quiet_native_output():
       skel = b3d.OpenSimParser.parseOsim(osim, '', True).skeleton
   header = b3d.SubjectOnDiskHeader()
-  pass_header = header.addProcessingPass()
-  pass_header.setProcessingPassType(b3d.ProcessingPassType.KINEMATICS)
-  pass_header.setOpenSimFileText(text)
+  pass_types = [b3d.ProcessingPassType.KINEMATICS]
+  if lowpass_pass:
+    pass_types.append(b3d.ProcessingPassType.LOW_PASS_FILTER)
+  for pass_type in pass_types:
+    pass_header = header.addProcessingPass()
+    pass_header.setProcessingPassType(pass_type)
+    pass_header.setOpenSimFileText(text)
   header.setNumDofs(skel.getNumDofs())
   header.setNumJoints(skel.getNumJoints())
   header.setGroundForceBodies(list(FOOT_BODIES))
@@ -190,10 +210,6 @@ def write_demo_subject(path, trials: Sequence[TrialSpec] = DEMO_TRIALS,
     trial.setTrialLength(spec.frames)
     trial.setMarkerObservations([{} for _ in range(spec.frames)])
     trial.setForcePlates([])
-    trial_pass = trial.addPass()
-    trial_pass.setType(b3d.ProcessingPassType.KINEMATICS)
-    trial_pass.setLowpassFilterOrder(0)
-    trial_pass.setLowpassCutoffFrequency(0.0)
     share = contact / np.maximum(contact.sum(1, keepdims=True), 1)
     forces = np.zeros((6, spec.frames))
     cops = np.zeros((6, spec.frames))
@@ -201,10 +217,18 @@ def write_demo_subject(path, trials: Sequence[TrialSpec] = DEMO_TRIALS,
       forces[3 * b + 1] = 9.81 * mass_kg * share[:, b]
       cops[3 * b:3 * b + 3] = centres[:, subtalar[b]].T
       cops[3 * b + 1] = 0.0
-    with quiet_native_output():
-      trial_pass.computeValues(skel, dt, q, list(FOOT_BODIES), forces,
-                               np.zeros((6, spec.frames)), cops)
     truth[spec.name] = dict(joint_centres=centres, contact=contact, poses=q)
+    for pass_type in pass_types:
+      filtered = pass_type == b3d.ProcessingPassType.LOW_PASS_FILTER
+      trial_pass = trial.addPass()
+      trial_pass.setType(pass_type)
+      trial_pass.setLowpassFilterOrder(1 if filtered else 0)
+      trial_pass.setLowpassCutoffFrequency(spec.fps / 9 if filtered else 0.0)
+      with quiet_native_output():
+        trial_pass.computeValues(skel, dt, _lowpass(q) if filtered else q, list(FOOT_BODIES),
+                                 forces, np.zeros((6, spec.frames)), cops)
+      if filtered:
+        truth[spec.name]['lowpass_joint_centres'] = _joint_centres(skel, _lowpass(q))
   with atomic_write(path) as tmp_path:
     with quiet_native_output() as out:
       b3d.SubjectOnDisk.writeB3D(tmp_path, header)
