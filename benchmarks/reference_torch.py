@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxfit.config import DEFAULT_JOINT_MAP, base_config, settings_from_config  # noqa: E402
-from jaxfit.fit.pipeline import prepare_trial  # noqa: E402
+from jaxfit.prepare import prepare_trial  # noqa: E402
 from jaxfit.io.results import trial_dir, write_trial_outputs  # noqa: E402
 from jaxfit.metrics import fit_metrics  # noqa: E402
 
@@ -215,7 +215,7 @@ def run(input_path, model_path, output_dir, log=print):
   model = TorchSMPLJoints(body.J_template, body.J_shapedirs, body.parents)
   rows = []
   for trial in read_trials(input_path, settings):
-    prep = prepare_trial(trial, settings)
+    prep = prepare_trial(trial, settings.prepare)
     betas, poses, trans, joints, times = fit(prep, model, log)
     idx = list(prep.structure.smpl_index)
     metrics = fit_metrics(joints[:, idx], prep.targets[:prep.num_frames], prep.valid, trial.fps,

@@ -47,15 +47,16 @@ def worker(method, path, out_dir):
   else:
     from jaxfit.app import load_model, read_trials  # pylint: disable=import-outside-toplevel
     from jaxfit.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
-    from jaxfit.fit.pipeline import fit_trial, prepare_trial  # pylint: disable=import-outside-toplevel
+    from jaxfit.fit.pipeline import fit_trial  # pylint: disable=import-outside-toplevel
+    from jaxfit.prepare import prepare_trial  # pylint: disable=import-outside-toplevel
     from jaxfit.metrics import fit_metrics  # pylint: disable=import-outside-toplevel
     config = base_config()
     config.variant = method.split('_')[1]
     settings = settings_from_config(config)
     model, _ = load_model(settings)
     trial = read_trials(path, settings)[0]
-    prep = prepare_trial(trial, settings)
-    result = fit_trial(model, prep, settings)
+    prep = prepare_trial(trial, settings.prepare)
+    result = fit_trial(model, prep, settings.fit)
     times = result.time_s
     idx = list(prep.structure.smpl_index)
     metrics = fit_metrics(result.joints[:, idx], prep.targets[:prep.num_frames], prep.valid,
@@ -76,15 +77,17 @@ def batch_throughput(batch_sizes, frames=256, iterations=50):
   from jaxfit.body.model import joint_model  # pylint: disable=import-outside-toplevel
   from jaxfit.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
   from jaxfit.demo.smpl_truth import make_ground_truth_trial  # pylint: disable=import-outside-toplevel
-  from jaxfit.fit.core import empty_anchor, fit_blocks  # pylint: disable=import-outside-toplevel
-  from jaxfit.fit.pipeline import _targets, prepare_trial, stage_hyper  # pylint: disable=import-outside-toplevel
+  from jaxfit.fit.core import fit_blocks  # pylint: disable=import-outside-toplevel
+  from jaxfit.fit.types import empty_anchor  # pylint: disable=import-outside-toplevel
+  from jaxfit.fit.pipeline import _targets, stage_hyper  # pylint: disable=import-outside-toplevel
+  from jaxfit.prepare import prepare_trial  # pylint: disable=import-outside-toplevel
   settings = settings_from_config(base_config())
   body, _ = load_model(settings)
   model = joint_model(body)
-  trial, _ = make_ground_truth_trial(body, settings.joint_map, num_frames=frames)
-  prep = prepare_trial(trial, settings)
+  trial, _ = make_ground_truth_trial(body, settings.prepare.joint_map, num_frames=frames)
+  prep = prepare_trial(trial, settings.prepare)
   targets = jax.tree.map(lambda a: a[None], _targets(prep, np.zeros((prep.targets.shape[0], 3))))
-  hyper = stage_hyper(settings, 'sequence', model.num_betas, 0.002, iters=iterations)
+  hyper = stage_hyper(settings.fit, 'sequence', model.num_betas, 0.002, iters=iterations)
   anchor = empty_anchor(len(prep.structure.smpl_index))
   t = prep.targets.shape[0]
   rows = []

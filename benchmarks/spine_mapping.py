@@ -22,7 +22,8 @@ from jaxfit.body.model import SMPL_JOINT_NAMES  # noqa: E402
 from jaxfit.config import base_config, settings_from_config  # noqa: E402
 from jaxfit.data import ADDB_JOINT_NAMES  # noqa: E402
 from jaxfit.demo.subject import ensure_demo_subject  # noqa: E402
-from jaxfit.fit.pipeline import fit_trial, prepare_trial  # noqa: E402
+from jaxfit.fit.pipeline import fit_trial  # noqa: E402
+from jaxfit.prepare import prepare_trial  # noqa: E402
 from jaxfit.io.b3d import read_b3d_trials  # noqa: E402
 from jaxfit.io.nimble import import_nimble, quiet_native_output  # noqa: E402
 from jaxfit.app import load_model  # noqa: E402
@@ -66,8 +67,8 @@ def main():
     settings = settings_from_config(c)
     errs_other, errs_back = [], []
     for trial in trials:
-      prep = prepare_trial(trial, settings)
-      result = fit_trial(model, prep, settings)
+      prep = prepare_trial(trial, settings.prepare)
+      result = fit_trial(model, prep, settings.fit)
       idx = list(prep.structure.smpl_index)
       err = np.linalg.norm(result.joints[:, idx] - prep.targets[:prep.num_frames], axis=-1) * 1000
       names = prep.mapping.source_names

@@ -13,8 +13,9 @@ from absl import logging
 
 from jaxfit.config import Settings
 from jaxfit.errors import JaxfitInputError, MotionFileError
-from jaxfit.fit.pipeline import fit_trial, prepare_trial
+from jaxfit.fit.pipeline import fit_trial
 from jaxfit.io.b3d import read_b3d_trials
+from jaxfit.prepare import prepare_trial
 from jaxfit.io.joints_npz import read_joints_npz
 from jaxfit.io.results import trial_dir, write_trial_outputs
 from jaxfit.io.smpl_file import load_body_model
@@ -31,15 +32,24 @@ def _sha256(path):
   return digest.hexdigest()
 
 
+DEMO_BODY_WARNING = ('no --config.model_path: fitting the generated jaxfit demo body, which is '
+                     'NOT SMPL; its betas/poses are not SMPL parameters (for real data, pass '
+                     'your SMPL .pkl/.npz as --config.model_path)')
+
+
 def load_model(settings: Settings):
-  """The user's SMPL file, or the generated demo body. Returns (model, info)."""
+  """The user's SMPL file, or the generated demo body. Returns (model, info).
+
+  info: name, sha256, path, and is_demo_body (True: not SMPL parameters).
+  """
   path = settings.model_path
   if not path:
     from jaxfit.demo.body_model import ensure_demo_body  # pylint: disable=import-outside-toplevel
     path = ensure_demo_body()
   model = load_body_model(path, settings.num_betas,
-                          np.float64 if settings.dtype == 'float64' else np.float32)
-  return model, dict(name=model.name, sha256=_sha256(path), path=os.path.abspath(path))
+                          np.float64 if settings.fit.dtype == 'float64' else np.float32)
+  return model, dict(name=model.name, sha256=_sha256(path), path=os.path.abspath(path),
+                     is_demo_body=not settings.model_path)
 
 
 def find_inputs(settings: Settings) -> List[str]:
@@ -70,7 +80,8 @@ def read_trials(path, settings: Settings):
   if path.endswith('.npz'):
     trials = [read_joints_npz(path)]
   else:
-    trials = read_b3d_trials(path, settings.processing_pass, settings.trials or None)
+    trials = read_b3d_trials(path, settings.processing_pass, settings.trials or None,
+                             settings.joint_centres, settings.read_timeout_s)
   return trials
 
 
@@ -79,11 +90,13 @@ def _bar(done, total, width=20):
   return '[' + '#' * filled + '-' * (width - filled) + f'] {done}/{total}'
 
 
-def enable_compilation_cache(settings: Settings):
-  """Persists compiled executables across runs (compile once per config)."""
+def configure_jax(settings: Settings):
+  """Before any array exists: float64 when asked, and the persistent
+  compilation cache (compile once per config, across runs)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update('jax_enable_x64', settings.fit.dtype == 'float64')
   if settings.compilation_cache_dir == 'none':
     return
-  import jax  # pylint: disable=import-outside-toplevel
   from jaxfit.demo.body_model import demo_body_path  # pylint: disable=import-outside-toplevel
   directory = settings.compilation_cache_dir or os.path.join(
       os.path.dirname(demo_body_path()), 'xla')
@@ -97,12 +110,14 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
 
   Bad inputs are reported (one line each) and skipped; rows carry an 'error'.
   """
-  enable_compilation_cache(settings)
+  configure_jax(settings)
   model, model_info = load_model(settings)
   logging.info('body model %s (%d vertices, %d betas, %s)', model_info['name'],
                model.num_vertices, model.num_betas, model.gender)
-  rows = []
   inputs = find_inputs(settings)
+  if model_info['is_demo_body'] and settings.input:
+    logging.warning('%s', DEMO_BODY_WARNING)
+  rows = []
   for file_index, path in enumerate(inputs):
     logging.info('%s input %s', _bar(file_index, len(inputs)), path)
     try:
@@ -114,11 +129,14 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
     for trial in trials:
       label = f'{trial.subject}/{trial.name}'
       try:
-        prep = prepare_trial(trial, settings)
+        prep = prepare_trial(trial, settings.prepare, model.parents)
       except JaxfitInputError as e:
         logging.error('%s', e)
         rows.append(dict(subject=trial.subject, trial=trial.name, error=str(e)))
         continue
+      if prep.mapping.ignored:
+        logging.info('%s: joints not fitted (no SMPL counterpart): %s', label,
+                     ', '.join(prep.mapping.ignored))
       missing = int(prep.num_frames - prep.num_valid_frames)
       if missing or not prep.valid.all():
         logging.warning('%s: %d of %d frames lack joints, %d joint samples missing; they are '
@@ -129,9 +147,9 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
 
       def progress(stage):
         done.append(stage)
-        logging.info('  %s %s stage %s', label, _bar(len(done) - 1, len(STAGE_ORDER) + 2 * (settings.max_passes - 1)), stage)
+        logging.info('  %s %s stage %s', label, _bar(len(done) - 1, len(STAGE_ORDER) + 2 * (settings.fit.max_passes - 1)), stage)
 
-      result = fit_trial(model, prep, settings, progress)
+      result = fit_trial(model, prep, settings.fit, progress)
       wall = time.perf_counter() - t0
       idx = list(prep.structure.smpl_index)
       n = prep.num_frames
@@ -141,7 +159,15 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
       metrics['time_s']['wall'] = round(wall, 4)
       metrics['contact_source'] = prep.contact_source
       metrics['missing_frames'] = missing
-      metrics['variant'] = settings.variant
+      metrics['variant'] = settings.fit.variant
+      metrics['joint_centre_source'] = trial.joint_centre_source or 'file'
+      metrics['unmapped_joints'] = list(prep.mapping.ignored)
+      metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
+                                   is_demo_body=model_info['is_demo_body'])
+      metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
+      metrics['dtype'] = str(result.poses.dtype)
+      if model_info['is_demo_body']:
+        metrics['warning'] = DEMO_BODY_WARNING
       out = trial_dir(settings.output_dir, trial.subject, trial.name)
       write_trial_outputs(
           out, betas=result.betas, poses=result.poses, trans=result.trans,

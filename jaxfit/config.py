@@ -7,36 +7,19 @@ validated settings; no ConfigDict goes past this module.
 """
 
 import dataclasses
-from typing import Dict, Tuple
+from typing import Tuple
 
 import ml_collections
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES
+from jaxfit.data import DEFAULT_JOINT_MAP
 from jaxfit.errors import ConfigError
+from jaxfit.fit.options import (FitOptions, InitOptions, OptionError, PoseOptions, SequenceOptions,
+                                ShapeOptions)
 from jaxfit.fit.types import LOSS_TERMS, LossWeights
-
-# AddBiomechanics (Rajagopal) joint -> SMPL joint; '' = not fitted.
-# subtalar_*: SMPL has no subtalar joint; it sits 4-5 cm below/behind the ankle
-#   centre, inside SMPL's ankle-foot segment, so it would fight the ankle target.
-# radioulnar_*: a forearm pronation axis point 2-3 cm from the elbow centre,
-#   not a joint SMPL has; elbow_* already pins the elbow.
-# back -> spine1: measured (docs/joint_mapping.md, benchmarks/spine_mapping.py):
-#   the Rajagopal lumbar (L5/S1) joint sits 30% of the way from the hip centres
-#   to the shoulders; spine1 is the nearest SMPL joint (40% on the demo body).
-DEFAULT_JOINT_MAP = {
-    'ground_pelvis': 'pelvis',
-    'hip_r': 'right_hip', 'hip_l': 'left_hip',
-    'walker_knee_r': 'right_knee', 'walker_knee_l': 'left_knee',
-    'ankle_r': 'right_ankle', 'ankle_l': 'left_ankle',
-    'subtalar_r': '', 'subtalar_l': '',
-    'mtp_r': 'right_foot', 'mtp_l': 'left_foot',
-    'back': 'spine1',
-    'acromial_r': 'right_shoulder', 'acromial_l': 'left_shoulder',
-    'elbow_r': 'right_elbow', 'elbow_l': 'left_elbow',
-    'radioulnar_r': '', 'radioulnar_l': '',
-    'radius_hand_r': 'right_wrist', 'radius_hand_l': 'left_wrist',
-}
+from jaxfit.io.b3d_native import JOINT_CENTRE_SOURCES
+from jaxfit.prepare import PrepareOptions
 
 # Groups of SMPL joints for per-joint learning-rate multipliers.
 JOINT_GROUPS = {
@@ -51,8 +34,6 @@ JOINT_GROUPS = {
     'elbows': ('left_elbow', 'right_elbow'),
     'wrists_hands': ('left_wrist', 'right_wrist', 'left_hand', 'right_hand'),
 }
-STAGES = ('init', 'shape', 'pose', 'sequence')
-VARIANTS = ('simultaneous', 'sequential')
 
 
 def _stage(iters, lr, lr_final_ratio, terms, **extra):
@@ -69,10 +50,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_betas = 10
   c.trials = ''           # comma-separated trial names or indices; '' = all
   c.processing_pass = 'last'  # 'last', an index, or kinematics/dynamics/lowpass
+  # .b3d joint centres: 'auto' = stored ones, or forward kinematics of the
+  # pass's joint positions on the file's skeleton for files without them; 'fk' = always FK.
+  c.joint_centres = 'auto'
+  c.read_timeout_s = 600.0  # a .b3d read that takes longer is stopped (corrupt file)
   c.max_frames = 0        # > 0: fit only the first max_frames frames of each trial
   c.variant = 'simultaneous'  # or 'sequential' (stage 3 frame by frame)
   c.frame_bucket = 128    # trial lengths are padded up to a multiple (no recompiles)
-  c.dtype = 'float32'
+  c.dtype = 'float32'     # or 'float64' (enables jax_enable_x64 for the run)
   # Persistent XLA compilation cache: '' = ~/.cache/jaxfit/xla, 'none' = off.
   c.compilation_cache_dir = ''
   c.joint_map = ml_collections.ConfigDict(DEFAULT_JOINT_MAP)
@@ -118,40 +103,20 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class StageSettings:
-  iters: int
-  lr: float
-  lr_final_ratio: float
-  terms: Tuple[str, ...]
-  extra: Dict[str, float]
-
-
-@dataclasses.dataclass(frozen=True)
 class Settings:
-  """Typed, validated run settings (from a ConfigDict)."""
+  """Typed, validated run settings (from a ConfigDict): the job's own fields,
+  the data layer's PrepareOptions and the fit layer's FitOptions."""
   input: str
   output_dir: str
   model_path: str
   num_betas: int
   trials: Tuple[str, ...]
   processing_pass: str
-  max_frames: int
-  variant: str
-  frame_bucket: int
-  dtype: str
+  joint_centres: str
+  read_timeout_s: float
   compilation_cache_dir: str
-  joint_map: Dict[str, str]
-  joint_weights: np.ndarray      # [24]
-  joint_lr: np.ndarray           # [24]
-  loss: LossWeights
-  contact_weight: float
-  gap_fill: float
-  contact_source: str
-  contact_vertical_speed_threshold: float
-  contact_height_margin: float
-  stages: Dict[str, StageSettings]
-  max_passes: int
-  whiten_betas: bool
+  prepare: PrepareOptions
+  fit: FitOptions
 
 
 def _check(cond, field, problem):
@@ -159,22 +124,23 @@ def _check(cond, field, problem):
     raise ConfigError(f'--config.{field}', problem)
 
 
+def _stage_options(cls, c, name):
+  node = c[name]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(node.keys()) - fields)
+  _check(not unknown, f'{name}', f'unknown fields {unknown}')
+  values = dict(node.items())
+  values['terms'] = tuple(t.strip() for t in str(node.terms).split(',') if t.strip())
+  return cls(**values)
+
+
 def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   """Validates a config; raises ConfigError naming the field and the problem."""
-  _check(c.variant in VARIANTS, 'variant', f'must be one of {VARIANTS}, got {c.variant!r}')
-  _check(c.dtype in ('float32', 'float64'), 'dtype', f'must be float32 or float64, got {c.dtype!r}')
   _check(isinstance(c.num_betas, int) and 1 <= c.num_betas <= 300, 'num_betas',
          f'must be an integer in [1, 300], got {c.num_betas!r}')
-  _check(isinstance(c.frame_bucket, int) and c.frame_bucket >= 1, 'frame_bucket',
-         f'must be a positive integer, got {c.frame_bucket!r}')
-  _check(isinstance(c.max_passes, int) and c.max_passes >= 1, 'max_passes',
-         f'must be an integer >= 1, got {c.max_passes!r}')
-  _check(isinstance(c.max_frames, int) and c.max_frames >= 0, 'max_frames',
-         f'must be an integer >= 0, got {c.max_frames!r}')
-  joint_map = {str(k): str(v or '') for k, v in c.joint_map.items()}
-  for addb, smpl in joint_map.items():
-    _check(smpl == '' or smpl in SMPL_JOINT_NAMES, f'joint_map.{addb}',
-           f'{smpl!r} is not an SMPL joint; expected one of {SMPL_JOINT_NAMES} or ""')
+  _check(c.joint_centres in JOINT_CENTRE_SOURCES, 'joint_centres',
+         f'must be one of {JOINT_CENTRE_SOURCES}, got {c.joint_centres!r}')
+  _check(c.read_timeout_s > 0, 'read_timeout_s', f'must be > 0, got {c.read_timeout_s}')
   weights = np.ones(len(SMPL_JOINT_NAMES))
   for name, w in c.joint_weights.items():
     _check(name in SMPL_JOINT_NAMES, f'joint_weights.{name}', 'not an SMPL joint name')
@@ -186,44 +152,28 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
     _check(np.isfinite(m) and m >= 0, f'joint_lr.{group}', f'must be >= 0, got {m}')
     for name in JOINT_GROUPS[group]:
       joint_lr[SMPL_JOINT_NAMES.index(name)] = m
-  loss = {}
-  for term in LOSS_TERMS:
-    w = c.loss[term]
-    _check(np.isfinite(w) and w >= 0, f'loss.{term}', f'must be a finite weight >= 0, got {w}')
-    loss[term] = float(w)
-  _check(c.loss.contact_weight >= 0, 'loss.contact_weight', 'must be >= 0')
-  _check(0 <= c.loss.gap_fill <= 1, 'loss.gap_fill', f'must be in [0, 1], got {c.loss.gap_fill}')
-  _check(c.contact.source in ('auto', 'file', 'heuristic', 'none'), 'contact.source',
-         f'must be auto, file, heuristic or none, got {c.contact.source!r}')
-  stages = {}
-  for name in STAGES:
-    s = c[name]
-    if name == 'shape' and s.method == 'adam':
-      _check(s.iters > 0, 'shape.iters', 'must be > 0 when shape.method=adam')
-    _check(isinstance(s.iters, int) and s.iters >= 0, f'{name}.iters', f'must be an integer >= 0, got {s.iters!r}')
-    _check(s.lr > 0 and np.isfinite(s.lr), f'{name}.lr', f'must be > 0, got {s.lr}')
-    _check(0 < s.lr_final_ratio <= 1, f'{name}.lr_final_ratio', f'must be in (0, 1], got {s.lr_final_ratio}')
-    terms = tuple(t.strip() for t in s.terms.split(',') if t.strip())
-    for t in terms:
-      _check(t in LOSS_TERMS, f'{name}.terms', f'unknown loss term {t!r}; terms are {LOSS_TERMS}')
-    extra = {k: v for k, v in s.items() if k not in ('iters', 'lr', 'lr_final_ratio', 'terms')}
-    stages[name] = StageSettings(int(s.iters), float(s.lr), float(s.lr_final_ratio), terms, extra)
-  _check(stages['shape'].extra['frames'] >= 1, 'shape.frames', 'must be >= 1')
-  _check(stages['shape'].extra['method'] in ('closed_form', 'adam'), 'shape.method',
-         f"must be closed_form or adam, got {stages['shape'].extra['method']!r}")
-  _check(stages['init'].extra['solver'] in ('lm', 'adam'), 'init.solver',
-         f"must be lm or adam, got {stages['init'].extra['solver']!r}")
-  _check(stages['init'].extra['root'] in ('kabsch', 'pelvis'), 'init.root',
-         f"must be kabsch or pelvis, got {stages['init'].extra['root']!r}")
+  try:
+    prepare = PrepareOptions(
+        joint_map={str(k): str(v or '') for k, v in c.joint_map.items()},
+        joint_weights=tuple(float(w) for w in weights),
+        gap_fill=float(c.loss.gap_fill), contact_weight=float(c.loss.contact_weight),
+        contact_source=str(c.contact.source),
+        vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
+        height_margin=float(c.contact.height_margin),
+        max_frames=c.max_frames, frame_bucket=c.frame_bucket)
+    fit = FitOptions(
+        variant=str(c.variant), dtype=str(c.dtype),
+        loss=LossWeights(**{t: float(c.loss[t]) for t in LOSS_TERMS}),
+        joint_lr=tuple(float(m) for m in joint_lr),
+        init=_stage_options(InitOptions, c, 'init'), shape=_stage_options(ShapeOptions, c, 'shape'),
+        pose=_stage_options(PoseOptions, c, 'pose'),
+        sequence=_stage_options(SequenceOptions, c, 'sequence'),
+        max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas))
+  except OptionError as e:
+    raise ConfigError(f'--config.{e.field}', e.problem) from None
   trials = tuple(t.strip() for t in str(c.trials).split(',') if t.strip())
   return Settings(
       input=str(c.input), output_dir=str(c.output_dir), model_path=str(c.model_path),
       num_betas=int(c.num_betas), trials=trials, processing_pass=str(c.processing_pass),
-      max_frames=int(c.max_frames), variant=str(c.variant), frame_bucket=int(c.frame_bucket),
-      dtype=str(c.dtype), compilation_cache_dir=str(c.compilation_cache_dir), joint_map=joint_map, joint_weights=weights, joint_lr=joint_lr,
-      loss=LossWeights(**loss), contact_weight=float(c.loss.contact_weight),
-      gap_fill=float(c.loss.gap_fill),
-      contact_source=str(c.contact.source),
-      contact_vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
-      contact_height_margin=float(c.contact.height_margin),
-      stages=stages, max_passes=int(c.max_passes), whiten_betas=bool(c.whiten_betas))
+      joint_centres=str(c.joint_centres), read_timeout_s=float(c.read_timeout_s),
+      compilation_cache_dir=str(c.compilation_cache_dir), prepare=prepare, fit=fit)

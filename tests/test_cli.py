@@ -67,6 +67,7 @@ def test_joints_npz_with_missing_frames(tmp_path, demo_b3d, cache):
   proc = _run(f'--config.input={npz}', f'--config.output_dir={tmp_path / "out"}', cache=cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert '3 of 120 frames lack joints' in proc.stderr
+  assert 'NOT SMPL' in proc.stderr     # no model_path outside the demo: said loudly
   with np.load(tmp_path / 'out' / 'mocap' / 'mocap' / 'params.npz') as p:
     assert p['poses'].shape == (120, 72) and np.all(np.isfinite(p['poses']))
 
@@ -109,3 +110,93 @@ def test_wrong_model_file(tmp_path, cache):
   proc = _run(f'--config.model_path={junk}', cache=cache)
   assert proc.returncode == 2
   _one_clear_error(proc, str(junk))
+
+
+REAL = os.path.join(ROOT, '..', 'shared', 'data', 'real')
+needs_real = pytest.mark.skipif(not os.path.isdir(REAL), reason='no ../shared/data/real here')
+
+
+@needs_real
+def test_every_real_file_fits_from_the_cli(tmp_path, cache):
+  """All real AddBiomechanics files: full-body, lower-body (knee_*, no arms) and
+  a legacy file without joint centres (FK fallback) fit with exit status 0."""
+  from jaxfit.fit.init import REST_POSE
+  out = tmp_path / 'out'
+  proc = _run(f'--config.input={REAL}', f'--config.output_dir={out}', cache=cache)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  assert 'NOT SMPL' in proc.stderr            # real data with the demo body: said loudly
+  with open(os.path.join(REAL, 'manifest.json'), encoding='utf-8') as f:
+    manifest = json.load(f)['files']
+  for entry in manifest:
+    subject = entry['file'][:-4]
+    for trial in entry['trials']:
+      d = out / subject / trial['name']
+      metrics = json.loads((d / 'metrics.json').read_text())
+      assert metrics['frames'] == trial['frames']
+      assert 0 < metrics['mpjpe_mm'] < 40 and metrics['pck_100mm'] > 0.95, (subject, metrics['mpjpe_mm'])
+      assert 'pck_50mm' in metrics and 'max_abs_beta' in metrics
+      assert metrics['body_model']['is_demo_body'] and 'NOT SMPL' in metrics['warning']
+      assert metrics['joint_centre_source'] == ('fk' if 'legacy' in subject else 'file')
+      with np.load(d / 'params.npz') as p:
+        assert bool(p['model_is_demo_body'])
+        poses = p['poses'].reshape(-1, 24, 3)
+        assert np.all(np.isfinite(poses))
+        if 'camargo' in subject:   # lower body: the arms rest by the sides, never move
+          np.testing.assert_allclose(poses[:, 16:24], np.broadcast_to(REST_POSE[16:24], poses[:, 16:24].shape),
+                                     atol=1e-6)
+          assert 'right_knee' in list(p['joint_mapping_smpl'])
+
+
+@needs_real
+def test_a_folder_with_broken_files_fits_the_good_ones(tmp_path, cache):
+  data = open(os.path.join(REAL, 'dev_opencap_unfiltered.b3d'), 'rb').read()
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  (folder / 'a_truncated.b3d').write_bytes(data[:len(data) // 2])
+  flipped = bytearray(data)
+  flipped[150] ^= 0xFF
+  (folder / 'b_flipped.b3d').write_bytes(bytes(flipped))
+  (folder / 'c_good.b3d').write_bytes(data)
+  out = tmp_path / 'out'
+  proc = _run(f'--config.input={folder}', f'--config.output_dir={out}', cache=cache)
+  assert proc.returncode == 1
+  _one_clear_error(proc, 'a_truncated.b3d', 'b_flipped.b3d')
+  assert sorted(os.listdir(out)) == ['c_good']
+  assert sorted(os.listdir(out / 'c_good')) == ['DJ1', 'walking2']
+
+
+def test_saved_params_reproduce_the_fit_in_the_input_frame(tmp_path, demo_b3d, demo_model, cache):
+  """FK of params.npz, taken back through world_from_opensim, lands on the
+  input joints with exactly the reported MPJPE; float64 runs really in float64;
+  trials by index and max_frames select what they say."""
+  import jax
+  from jaxfit.body.model import forward_kinematics
+  from jaxfit.io.b3d import read_b3d_trials
+  path, _ = demo_b3d
+  out = tmp_path / 'out'
+  proc = _run(f'--config.input={path}', f'--config.output_dir={out}', '--config.dtype=float64',
+              '--config.trials=1', '--config.max_frames=64', cache=cache)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sorted(os.listdir(out / 'subject01')) == ['run']
+  d = out / 'subject01' / 'run'
+  metrics = json.loads((d / 'metrics.json').read_text())
+  assert metrics['dtype'] == 'float64' and metrics['frames'] == 64
+  assert json.loads((d / 'config.json').read_text())['dtype'] == 'float64'
+  trial = read_b3d_trials(path, trials=['run'])[0]
+  with np.load(d / 'params.npz') as p:
+    betas, poses, trans = p['betas'], p['poses'].reshape(-1, 24, 3), p['trans']
+    world_from_opensim = p['world_from_opensim']
+    source = [str(n) for n in p['joint_mapping_source']]
+    smpl = [str(n) for n in p['joint_mapping_smpl']]
+  with jax.experimental.enable_x64():
+    model64 = jax.tree.map(lambda a: np.asarray(a, np.float64), demo_model)
+    joints = np.stack([np.asarray(forward_kinematics(model64, betas, poses[t], trans[t])[0])
+                       for t in range(len(poses))])
+  from jaxfit.body.model import SMPL_JOINT_NAMES
+  fitted_smpl = joints[:, [SMPL_JOINT_NAMES.index(n) for n in smpl]]
+  fitted_osim = fitted_smpl @ world_from_opensim        # rows: smpl = R osim  =>  osim = smpl R
+  target = trial.joints[:64, [list(trial.joint_names).index(n) for n in source]]
+  error = np.linalg.norm(fitted_osim - target, axis=-1).mean() * 1000
+  assert error == pytest.approx(metrics['mpjpe_mm'], abs=1e-3)
+  assert error < 20.0

@@ -4,6 +4,7 @@ All angles are radians; axis-angle vectors have shape [..., 3] and rotation
 matrices [..., 3, 3]. Pure jax.numpy, vmappable and jittable in any dtype.
 """
 
+import jax
 import jax.numpy as jnp
 
 # Below this squared angle the closed forms are replaced by their Taylor series.
@@ -86,3 +87,19 @@ def quaternion_to_axis_angle(quaternion):
 def matrix_to_axis_angle(matrix):
   """[..., 3, 3] rotation matrix -> [..., 3] axis-angle, radians."""
   return quaternion_to_axis_angle(matrix_to_quaternion(matrix))
+
+
+@jax.jit
+def continuous_axis_angle(axis_angle):
+  """[T, ..., 3] -> the same rotations with, frame by frame, the axis-angle
+  representative (angle + 2 pi k about the same axis) nearest the previous
+  frame's, so trajectories have no 2 pi jumps. Frame 0 is kept as it is."""
+  def nearest(prev, v):
+    angle = jnp.sqrt(jnp.sum(v * v, -1, keepdims=True))
+    axis = v / jnp.where(angle > 0, angle, 1.0)
+    # (angle + 2 pi k) axis closest to prev: k = round((axis . prev - angle) / 2 pi).
+    k = jnp.round((jnp.sum(axis * prev, -1, keepdims=True) - angle) / (2 * jnp.pi))
+    out = jnp.where(angle > 0, (angle + 2 * jnp.pi * k) * axis, v)
+    return out, out
+  _, rest = jax.lax.scan(nearest, axis_angle[0], axis_angle[1:])
+  return jnp.concatenate([axis_angle[:1], rest], 0)

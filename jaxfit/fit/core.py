@@ -73,12 +73,6 @@ def optimise_block(model: JointModel, params: FitParams, targets: Targets,
   return params, loss_fn(params)
 
 
-def empty_anchor(num_mapped: int, dtype=jnp.float32) -> Anchor:
-  """No previous frame (valid = 0) for M = num_mapped joints."""
-  return Anchor(poses=jnp.zeros((24, 3), dtype), trans=jnp.zeros((3,), dtype),
-                joints=jnp.zeros((num_mapped, 3), dtype), valid=jnp.zeros((), dtype))
-
-
 @functools.partial(jax.jit, static_argnames=('structure',))
 def fit_blocks(model: JointModel, betas, poses, trans, targets: Targets,
                anchor: Anchor, hyper: StageHyper, structure: FitStructure):

@@ -16,6 +16,14 @@ from jaxfit.body.model import JointModel, forward_kinematics, shaped_joints
 # AddBiomechanics data ground_pelvis, hip_* and back all sit on the pelvis body.
 PELVIS_RIGID_JOINTS = (0, 1, 2, 3)
 
+# Neutral rest pose [24,3] rad for joints no target constrains (e.g. the arms
+# of a lower-body skeleton): arms hanging down by the sides (shoulders rotated
+# 1.2 rad about +Z: left arm from +X towards -Y, right arm mirrored), the rest
+# at zero. Joints that move a target start from zero instead.
+REST_POSE = np.zeros((24, 3))
+REST_POSE[16, 2] = -1.2  # left_shoulder
+REST_POSE[17, 2] = 1.2   # right_shoulder
+
 
 def kabsch(source, target, weight):
   """Rotation R [3,3] minimising sum w ||R (s - s_c) - (t - t_c)||^2.

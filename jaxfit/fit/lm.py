@@ -22,9 +22,8 @@ import numpy as np
 
 from jaxfit.body.model import JointModel, forward_kinematics
 from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle, skew
-from jaxfit.fit.core import empty_anchor
 from jaxfit.fit.losses import residuals_from_joints
-from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets
+from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets, empty_anchor
 
 
 def _proper_ancestors(parents):

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfit.body.model import JointModel, forward_kinematics
+from jaxfit.body.rotation import axis_angle_to_matrix
 from jaxfit.fit.types import (LOSS_TERMS, Anchor, FitParams, FitStructure,
                               LossWeights, Targets)
 
@@ -25,9 +26,18 @@ def posed_mapped_joints(model: JointModel, params: FitParams, structure: FitStru
 
 
 def _normalised(weight, denominator_axes=None):
-  """sqrt(w / sum w), safe when sum w == 0."""
+  """sqrt(w / sum w), safe when sum w == 0 (for 0/1 masks: a mean over the mask)."""
   total = jnp.sum(weight, axis=denominator_axes, keepdims=denominator_axes is not None)
   return jnp.sqrt(weight / jnp.maximum(total, _EPS))
+
+
+def _per_slot(weight, exists):
+  """sqrt(w / (real frames x slots)) for weight [K,S]: a weighted mean over every
+  slot of every real frame, so a sample of weight 0.1 counts a tenth of an
+  observed one whatever else the block holds (normalising by sum w instead
+  would scale a block of only low-weight samples back up to full weight)."""
+  count = jnp.sum(exists) * weight.shape[-1]
+  return jnp.sqrt(weight / jnp.maximum(count, _EPS))
 
 
 def _safe_unit(v):
@@ -46,23 +56,25 @@ def _bone_vectors(points, structure):
   return points[..., children, :] - points[..., parents, :]
 
 
-def _bone_weight(weight, structure):
-  """[K,NB]: a bone counts when both of its ends are observed."""
+def _bone_weight(observed, structure):
+  """[K,NB] in [0,1]: a bone is as much data as its less observed end (an
+  interpolated end counts gap_fill, an unseen one 0)."""
   parents, children = _bone_ends(structure)
-  return (weight[:, parents] > 0) * (weight[:, children] > 0) * 1.0
+  return jnp.minimum(observed[:, parents], observed[:, children])
 
 
 def position_residual(pred, targets: Targets):
-  """[K,M,3]: weighted joint offsets; loss = weighted mean squared distance (m^2)."""
-  return _normalised(targets.weight)[..., None] * (pred - targets.joints)
+  """[K,M,3]: weighted joint offsets; loss = weighted mean squared distance (m^2)
+  over the real frames' mapped joints."""
+  return _per_slot(targets.weight, targets.exists)[..., None] * (pred - targets.joints)
 
 
 def bone_direction_residual(pred, targets: Targets, structure):
   """[K,NB,3]: differences of unit bone vectors; insensitive to bone length."""
-  w = _bone_weight(targets.weight, structure)
+  w = _bone_weight(targets.observed, structure)
   diff = _safe_unit(_bone_vectors(pred, structure)) - _safe_unit(
       _bone_vectors(targets.joints, structure))
-  return _normalised(w)[..., None] * diff
+  return _per_slot(w, targets.exists)[..., None] * diff
 
 
 def _lengths(points, structure):
@@ -72,8 +84,8 @@ def _lengths(points, structure):
 
 def bone_length_residual(pred, targets: Targets, structure):
   """[K,NB] m: predicted minus target bone lengths, per frame."""
-  w = _bone_weight(targets.weight, structure)
-  return _normalised(w) * (_lengths(pred, structure) - _lengths(targets.joints, structure))
+  w = _bone_weight(targets.observed, structure)
+  return _per_slot(w, targets.exists) * (_lengths(pred, structure) - _lengths(targets.joints, structure))
 
 
 def bone_length_consistency_residual(pred, targets: Targets, structure):
@@ -109,13 +121,24 @@ def _with_anchor(values, anchor_value, anchor_valid, exists):
 
 
 def temporal_residual(params: FitParams, targets: Targets, anchor: Anchor):
-  """[K,75]: pose (rad) and translation (m) changes between neighbouring frames,
-  including from the anchor (previous) frame."""
-  x = jnp.concatenate([params.poses.reshape(params.poses.shape[0], -1), params.trans], -1)
-  a = jnp.concatenate([anchor.poses.reshape(-1), anchor.trans], -1)
+  """[K,24*9+3]: rotation and translation (m) changes between neighbouring
+  frames, including from the anchor (previous) frame.
+
+  Rotations are compared as rotations, (R_t - R_t-1) / sqrt(2), whose squared
+  norm is 4 sin^2(theta/2) ~ theta^2 for a relative rotation of theta rad: the
+  same for every axis-angle representative, so a heading that crosses +-pi
+  (where axis-angle vectors jump by 2 pi) costs nothing extra.
+  """
+  k = params.poses.shape[0]
+  rot = axis_angle_to_matrix(params.poses).reshape(k, -1) / jnp.sqrt(2.0)
+  x = jnp.concatenate([rot, params.trans], -1)
+  a = jnp.concatenate([axis_angle_to_matrix(anchor.poses).reshape(-1) / jnp.sqrt(2.0),
+                       anchor.trans], -1)
   seq, mask = _with_anchor(x, a, anchor.valid, targets.exists)
   pair = (mask[1:] * mask[:-1])[:, None]
-  return _normalised(jnp.broadcast_to(pair, (pair.shape[0], x.shape[1]))) * (seq[1:] - seq[:-1])
+  # Normalised per frame pair and 75 parameters, as a mean squared change.
+  per_pair = jnp.sqrt(pair / jnp.maximum(jnp.sum(pair) * 75.0, _EPS))
+  return per_pair * (seq[1:] - seq[:-1])
 
 
 def velocity_residual(pred, targets: Targets, anchor: Anchor):

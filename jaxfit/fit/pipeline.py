@@ -24,137 +24,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfit.body.model import (SMPL_JOINT_NAMES, SMPL_PARENTS, BodyModel, forward_kinematics,
-                               joint_model, shaped_joints)
-from jaxfit.body.rotation import matrix_to_axis_angle
-from jaxfit.config import Settings
-from jaxfit.data import JointMapping, Trial, contact_from_kinematics, opensim_to_smpl, resolve_mapping
-from jaxfit.errors import MotionFileError
-from jaxfit.fit.core import empty_anchor, fit_blocks
+from jaxfit.body.model import BodyModel, forward_kinematics, joint_model, shaped_joints
+from jaxfit.body.rotation import continuous_axis_angle, matrix_to_axis_angle
 from jaxfit.fit import compiled
-from jaxfit.fit.init import (rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
+from jaxfit.fit.core import fit_blocks
+from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
                              solve_betas_jit)
-from jaxfit.fit.lm import lm_frames
-from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, StageHyper, Targets
+from jaxfit.fit.lm import lm_frames, moving_joints
+from jaxfit.fit.options import FitOptions
+from jaxfit.fit.types import (LOSS_TERMS, FitParams, LossWeights, StageHyper, Targets,
+                              empty_anchor)
+from jaxfit.prepare import PreparedTrial
 
-FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
 LM_CHUNK = 128  # frames per Levenberg-Marquardt call (independent frames)
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedTrial:
-  """A trial ready to fit (SMPL frame, mapped joints only, padded to T_pad).
-
-  targets [T_pad,M,3] m (gaps: interpolated, low weight; 0 where never seen);
-  filled [T_pad,M,3] gaps linearly interpolated (for initialisation);
-  valid [T,M] observed (unpadded);
-  weight [T_pad,M]; exists [T_pad];
-  contact [T_pad,2] (left, right) float; num_frames: real frames T.
-  """
-  trial: Trial
-  mapping: JointMapping
-  structure: FitStructure
-  targets: np.ndarray
-  filled: np.ndarray
-  valid: np.ndarray
-  weight: np.ndarray
-  exists: np.ndarray
-  contact: np.ndarray
-  contact_source: str
-  num_frames: int
-  num_valid_frames: int
-
-  @property
-  def init_weight(self):
-    """[T_pad,M] for closed-form initialisation: every real frame's gap-filled
-    joints, but never a joint the trial never observed (its values are stand-ins)."""
-    return self.exists[:, None] * self.valid.any(0)[None]
-
-
-def mapped_bones(smpl_index):
-  """(parent, child) pairs over mapped joints: each mapped joint's nearest
-  mapped SMPL ancestor is its bone parent."""
-  position = {j: m for m, j in enumerate(smpl_index)}
-  bones = []
-  for m, j in enumerate(smpl_index):
-    p = SMPL_PARENTS[j]
-    while p >= 0 and p not in position:
-      p = SMPL_PARENTS[p]
-    if p >= 0:
-      bones.append((position[p], m))
-  return tuple(bones)
-
-
-def _fill_gaps(values, valid):
-  """Linear interpolation over time of invalid samples. [T,M,3], [T,M]."""
-  out = values.copy()
-  t = np.arange(len(values))
-  for m in range(values.shape[1]):
-    ok = valid[:, m]
-    if ok.all() or not ok.any():
-      continue
-    for c in range(3):
-      out[~ok, m, c] = np.interp(t[~ok], t[ok], values[ok, m, c])
-  return out
-
-
-def prepare_trial(trial: Trial, settings: Settings) -> PreparedTrial:
-  """Maps, converts to the SMPL frame, weights, pads. Raises MotionFileError."""
-  mapping = resolve_mapping(trial.joint_names, settings.joint_map, trial.source)
-  joints = trial.joints[:, list(mapping.source_index)]
-  valid = trial.valid[:, list(mapping.source_index)]
-  if settings.max_frames:
-    joints, valid = joints[:settings.max_frames], valid[:settings.max_frames]
-  num_frames = len(joints)
-  frame_ok = valid.sum(1) >= 4
-  if not frame_ok.any():
-    raise MotionFileError(trial.source, f'trial {trial.name!r}: no frame has 4 or more valid mapped joints')
-  smpl_index = mapping.smpl_index
-  joints = opensim_to_smpl(np.where(valid[..., None], joints, 0.0))
-  filled = _fill_gaps(joints, valid)
-  if not valid.all(0).all():  # joints never observed: a finite stand-in (weight 0 everywhere)
-    never = ~valid.any(0)
-    filled[:, never] = filled[:, [np.flatnonzero(~never)[0]] * int(never.sum())]
-  position = {SMPL_JOINT_NAMES[j]: m for m, j in enumerate(smpl_index)}
-  feet = {side: tuple(position[n] for n in names if n in position)   # (ankle, toes) order
-          for side, names in FOOT_JOINTS.items()}
-  contact, contact_source = _contact(trial, filled, feet, settings, num_frames)
-  joint_weight = settings.joint_weights[list(smpl_index)][None]
-  # Missing entries of joints seen elsewhere in the trial target their temporal
-  # interpolation with a small weight, so gaps are filled smoothly.
-  gap = ~valid & valid.any(0, keepdims=True)
-  weight = (valid + settings.gap_fill * gap) * joint_weight
-  for s, side in enumerate(('left', 'right')):
-    for m in feet[side]:
-      weight[:, m] *= 1.0 + (settings.contact_weight - 1.0) * contact[:, s]
-  bucket = settings.frame_bucket
-  t_pad = -(-num_frames // bucket) * bucket
-  pad = lambda a: np.concatenate([a, np.repeat(a[-1:] * 0, t_pad - num_frames, 0)], 0)
-  pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
-  structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index),
-                           left_foot=feet['left'], right_foot=feet['right'])
-  return PreparedTrial(
-      trial=trial, mapping=mapping, structure=structure,
-      targets=pad(np.where(gap[..., None], filled, joints)), filled=pad_edge(filled), valid=valid,
-      weight=pad(weight),
-      exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
-      contact_source=contact_source, num_frames=num_frames,
-      num_valid_frames=int(frame_ok.sum()))
-
-
-def _contact(trial, filled, feet, settings, num_frames):
-  source = settings.contact_source
-  if source in ('auto', 'file') and trial.contact is not None:
-    return np.asarray(trial.contact[:num_frames], bool), 'file'
-  if source == 'file':
-    raise MotionFileError(trial.source, f'trial {trial.name!r} has no contact data; '
-                          'use --config.contact.source=auto or heuristic')
-  if source == 'none' or not (feet['left'] and feet['right']):
-    return np.zeros((num_frames, 2), bool), 'none'
-  # The most distal foot joint of each side (toes if mapped, else the ankle).
-  lowest = np.stack([filled[:, feet[side][-1]] for side in ('left', 'right')], 1)
-  return contact_from_kinematics(lowest, trial.fps, settings.contact_vertical_speed_threshold,
-                                 settings.contact_height_margin), 'heuristic'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +57,7 @@ def target_distances(prep: PreparedTrial, pairs):
   b = np.asarray([q for _, q in pairs])
   n = prep.num_frames
   d = np.linalg.norm(prep.targets[:n, b] - prep.targets[:n, a], axis=-1)
-  seen = prep.valid[:, a] & prep.valid[:, b]
+  seen = prep.valid[:, a] & prep.valid[:, b] & prep.used[a] & prep.used[b]
   median = np.array([np.median(d[seen[:, k], k]) if seen[:, k].any() else 0.0
                      for k in range(len(pairs))])
   return median, seen.mean(0)
@@ -192,17 +74,24 @@ def whitening_basis(model: BodyModel, smpl_index, floor=0.02):
   return vt.T / sv[None]
 
 
-def stage_hyper(settings: Settings, stage: str, num_betas: int, betas_lr: float,
+def stage_hyper(options: FitOptions, stage: str, num_betas: int, betas_lr: float,
                 pose_lr: Optional[float] = None, iters: Optional[int] = None,
                 warm_start: float = 0.0, dtype=jnp.float32,
-                beta_basis=None) -> StageHyper:
-  """The traced hyperparameters of a stage (weights of unused terms are 0)."""
-  s = settings.stages[stage]
-  weights = LossWeights(**{t: (getattr(settings.loss, t) if t in s.terms else 0.0)
+                beta_basis=None, active_joints=None) -> StageHyper:
+  """The traced hyperparameters of a stage (weights of unused terms are 0).
+
+  active_joints: SMPL joints Adam may move (None = all); the others keep their
+  initial rotation (their learning-rate multiplier is 0).
+  """
+  s = options.stage(stage)
+  weights = LossWeights(**{t: (getattr(options.loss, t) if t in s.terms else 0.0)
                            for t in LOSS_TERMS})
   lr = pose_lr if pose_lr is not None else s.lr
+  joint_mult = np.asarray(options.joint_lr, np.float64)
+  if active_joints is not None:
+    joint_mult = joint_mult * np.isin(np.arange(24), active_joints)
   mult = FitParams(betas=np.full((num_betas,), betas_lr / lr),
-                   poses=settings.joint_lr[:, None], trans=np.ones((1,)))
+                   poses=joint_mult[:, None], trans=np.ones((1,)))
   hyper = StageHyper(weights=weights, lr=lr, lr_final_ratio=s.lr_final_ratio,
                      num_steps=np.int32(s.iters if iters is None else iters),
                      lr_mult=mult, warm_start=warm_start,
@@ -219,6 +108,7 @@ def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=jnp.float32):
   sel = (lambda a: a) if index is None else (lambda a: a[index])
   return Targets(joints=jnp.asarray(sel(prep.targets), dtype),
                  weight=jnp.asarray(sel(prep.weight), dtype),
+                 observed=jnp.asarray(sel(prep.observed), dtype),
                  exists=jnp.asarray(sel(prep.exists), dtype),
                  contact=jnp.asarray(sel(prep.contact), dtype),
                  trans_prior=jnp.asarray(sel(trans_prior), dtype))
@@ -252,11 +142,17 @@ def _sample_frames(prep: PreparedTrial, count: int):
   return frames[np.round(np.linspace(0, len(frames) - 1, count)).astype(int)]
 
 
-def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
+def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
               progress: Optional[Callable[[str], None]] = None) -> FitResult:
-  """Runs the four stages on one prepared trial. model: BodyModel or JointModel."""
+  """Runs the four stages on one prepared trial. model: BodyModel or JointModel.
+
+  float64 (options.dtype) needs jax_enable_x64 on before any array is made.
+  """
   model = joint_model(model)  # fitting never touches vertices
-  dtype = jnp.float64 if settings.dtype == 'float64' else jnp.float32
+  dtype = jnp.float64 if options.dtype == 'float64' else jnp.float32
+  if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+    raise ValueError('dtype float64 needs jax.config.update("jax_enable_x64", True) first')
+  model = jax.tree.map(lambda a: jnp.asarray(a, dtype), model)
   progress = progress or (lambda stage: None)
   timings: Dict[str, float] = {}
   losses: Dict[str, float] = {}
@@ -264,14 +160,19 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
   structure = prep.structure
   t_pad = prep.targets.shape[0]
   nb = model.num_betas
-  basis = whitening_basis(model, structure.smpl_index) if settings.whiten_betas else np.eye(nb)
-  init, shape = settings.stages['init'], settings.stages['shape']
-  closed_form_shape = shape.extra['method'] == 'closed_form'
+  basis = whitening_basis(model, structure.smpl_index) if options.whiten_betas else np.eye(nb)
+  init, shape = options.init, options.shape
+  closed_form_shape = shape.method == 'closed_form'
   all_frames = jnp.asarray(prep.init_weight, dtype)
   filled = jnp.asarray(prep.filled, dtype)
-  sample = _sample_frames(prep, int(shape.extra['frames']))
-  init_weights = stage_hyper(settings, 'init', nb, 0.0, dtype=dtype).weights
+  sample = _sample_frames(prep, shape.frames)
+  init_weights = stage_hyper(options, 'init', nb, 0.0, dtype=dtype).weights
   index = structure.smpl_index
+  # Joints whose rotation moves no mapped joint (the arms of a lower-body
+  # skeleton, hands, head) are left in a neutral rest pose, never optimised.
+  active = moving_joints(model.parents, index)
+  hyper = lambda stage, betas_lr, **kw: stage_hyper(options, stage, nb, betas_lr, dtype=dtype,
+                                                     active_joints=active, **kw)
 
   def lm(name, betas, poses, trans, targets, iters):
     # Frames are independent here: one executable for fixed chunks of LM_CHUNK
@@ -309,19 +210,20 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
     betas = compiled.call(shape_from_distances_jit,
                           (model, jnp.asarray(distances, dtype), jnp.asarray(pair_weight, dtype)),
                           dict(pairs=pairs, smpl_index=index,
-                               ridge=settings.loss.shape_prior), timings, 'init')
-  poses = jnp.zeros((t_pad, 24, 3), dtype)
-  if init.extra['root'] == 'kabsch':
+                               ridge=options.loss.shape_prior), timings, 'init')
+  inactive = np.setdiff1d(np.arange(24), active)
+  poses = jnp.zeros((t_pad, 24, 3), dtype).at[:, inactive].set(
+      jnp.asarray(REST_POSE[inactive], dtype))
+  if init.root == 'kabsch':
     poses, trans = posed_root('init', betas, poses, filled, all_frames)
   else:  # the reference: zero rotation, translation from the pelvis target
     trans = filled[:, 0] - shaped_joints(model, betas)[structure.smpl_index[0]]
   trans_prior = np.asarray(trans)
   targets = _targets(prep, trans_prior, dtype=dtype)
-  if init.extra['solver'] == 'lm':
+  if init.solver == 'lm':
     poses, trans = lm('init', betas, poses, trans, targets, init.iters)
   else:
-    _, poses, trans, losses['init'] = run(
-        'init', betas, poses, trans, targets, stage_hyper(settings, 'init', nb, 0.0, dtype=dtype), 1)
+    _, poses, trans, losses['init'] = run('init', betas, poses, trans, targets, hyper('init', 0.0), 1)
 
   # Stage 2: shape on a sample of frames.
   progress('shape')
@@ -330,46 +232,44 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, settings: Settings,
     # Exact least-squares betas for the sample's rotations, alternated with
     # per-frame LM of the sample; then every frame is re-solved for that shape.
     sample_poses, sample_trans = poses[sample], trans[sample]
-    for _ in range(int(shape.extra['rounds'])):
+    for _ in range(shape.rounds):
       betas = compiled.call(solve_betas_jit,
                             (model, sample_poses, shape_targets.joints, shape_targets.weight),
-                            dict(smpl_index=index, ridge=settings.loss.shape_prior),
+                            dict(smpl_index=index, ridge=options.loss.shape_prior),
                             timings, 'shape')
       sample_poses, sample_trans = posed_root('shape', betas, sample_poses, filled[sample],
                                               all_frames[sample])
       sample_poses, sample_trans = lm('shape', betas, sample_poses, sample_trans,
                                       shape_targets, init.iters)
-    if shape.extra['resolve_iters']:
+    if shape.resolve_iters:
       poses, trans = posed_root('shape', betas, poses, filled, all_frames)
-      poses, trans = lm('shape', betas, poses, trans, targets, int(shape.extra['resolve_iters']))
+      poses, trans = lm('shape', betas, poses, trans, targets, shape.resolve_iters)
   if shape.iters:  # Adam on betas and the sample's poses (the reference's stage 2)
     betas, sample_poses, sample_trans, losses['shape'] = run(
         'shape', betas, poses[sample], trans[sample], shape_targets,
-        stage_hyper(settings, 'shape', nb, shape.lr, pose_lr=shape.extra['pose_lr'],
-                    dtype=dtype, beta_basis=basis), 1)
+        hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=basis), 1)
     poses, trans = poses.at[sample].set(sample_poses), trans.at[sample].set(sample_trans)
 
-  sequential = settings.variant == 'sequential'
-  for p in range(settings.max_passes):
+  sequential = options.variant == 'sequential'
+  for p in range(options.max_passes):
     suffix = '' if p == 0 else f'_pass{p + 1}'
-    pose_iters = settings.stages['pose'].iters if p == 0 else settings.stages['pose'].iters // 2
+    pose_iters = options.pose.iters if p == 0 else options.pose.iters // 2
     # Stage 3: per-frame pose refinement (frame by frame, or all frames at once).
     progress('pose' + suffix)
     _, poses, trans, losses['pose' + suffix] = run(
         'pose', betas, poses, trans, targets,
-        stage_hyper(settings, 'pose', nb, 0.0, iters=pose_iters,
-                    warm_start=settings.stages['pose'].extra['warm_start'] if sequential else 0.0,
-                    dtype=dtype),
+        hyper('pose', 0.0, iters=pose_iters,
+              warm_start=options.pose.warm_start if sequential else 0.0),
         t_pad if sequential else 1)
     # Stage 4: whole-sequence refinement.
     progress('sequence' + suffix)
     betas, poses, trans, losses['sequence' + suffix] = run(
         'sequence', betas, poses, trans, targets,
-        stage_hyper(settings, 'sequence', nb, settings.stages['sequence'].extra['betas_lr'],
-                    dtype=dtype, beta_basis=basis), 1)
+        hyper('sequence', options.sequence.betas_lr, beta_basis=basis), 1)
 
-  joints = compiled.call(_posed_joints, (model, betas, poses, trans))
   n = prep.num_frames
+  poses = compiled.call(continuous_axis_angle, (poses,))  # no 2 pi jumps between frames
+  joints = compiled.call(_posed_joints, (model, betas, poses, trans))
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
   return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
                    trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],

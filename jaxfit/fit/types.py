@@ -10,6 +10,7 @@ import dataclasses
 from typing import NamedTuple, Tuple
 
 import jax
+import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,20 +32,23 @@ jax.tree_util.register_dataclass(
 class Targets:
   """Data of a block of K frames (M mapped joints, NB bones), SMPL frame.
 
-  joints [K,M,3] m (zeros where invalid); weight [K,M] >= 0 (0 = missing;
-  includes per-joint weights and contact up-weighting); exists [K] 1 for real
-  frames, 0 for padding; contact [K,2] (left, right foot) in {0,1};
+  joints [K,M,3] m (zeros where invalid); weight [K,M] >= 0, the position
+  weight (0 = missing; includes gap filling, per-joint weights and contact
+  up-weighting); observed [K,M] in [0,1]: how much each target is data (1
+  observed, the gap_fill weight where interpolated, 0 never seen); exists [K]
+  1 for real frames, 0 for padding; contact [K,2] (left, right foot) in {0,1};
   trans_prior [K,3] m, the translation the trans regulariser pulls towards.
   """
   joints: jax.Array
   weight: jax.Array
+  observed: jax.Array
   exists: jax.Array
   contact: jax.Array
   trans_prior: jax.Array
 
 
 jax.tree_util.register_dataclass(
-    Targets, data_fields=['joints', 'weight', 'exists', 'contact', 'trans_prior'],
+    Targets, data_fields=['joints', 'weight', 'observed', 'exists', 'contact', 'trans_prior'],
     meta_fields=[])
 
 
@@ -58,6 +62,12 @@ class Anchor(NamedTuple):
   trans: jax.Array
   joints: jax.Array
   valid: jax.Array
+
+
+def empty_anchor(num_mapped: int, dtype=jnp.float32) -> Anchor:
+  """No previous frame (valid = 0) for M = num_mapped joints."""
+  return Anchor(poses=jnp.zeros((24, 3), dtype), trans=jnp.zeros((3,), dtype),
+                joints=jnp.zeros((num_mapped, 3), dtype), valid=jnp.zeros((), dtype))
 
 
 LOSS_TERMS = ('position', 'bone_direction', 'bone_length',

@@ -56,6 +56,8 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
           joint_mapping_smpl=np.array(mapping.smpl_names),
           model_name=np.array(model_info['name']), model_sha256=np.array(model_info['sha256']),
           num_betas=np.array(len(betas)),
+          # True: the generated jaxfit demo body, not SMPL; betas/poses are not SMPL parameters.
+          model_is_demo_body=np.array(bool(model_info.get('is_demo_body', False))),
           world_from_opensim=OPENSIM_TO_SMPL,
           contact_source=np.array(contact_source))
     with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:

@@ -1,0 +1,196 @@
+"""Trial preparation (data layer): a Trial in, arrays ready to fit out.
+
+Maps the source joints to SMPL joints, converts to SMPL's frame, fills gaps,
+finds foot contact, builds per-joint weights, and pads to a fixed length
+bucket (so trials of similar length share compiled code). NumPy only.
+"""
+
+import dataclasses
+import math
+from typing import Mapping, Tuple
+
+import numpy as np
+
+from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
+from jaxfit.data import (DEFAULT_JOINT_MAP, JointMapping, Trial, contact_from_kinematics,
+                         opensim_to_smpl, resolve_mapping)
+from jaxfit.errors import MotionFileError
+from jaxfit.fit.options import OptionError
+from jaxfit.fit.types import FitStructure
+
+FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
+CONTACT_SOURCES = ('auto', 'file', 'heuristic', 'none')
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """How a trial becomes fit targets.
+
+  joint_map: source joint -> SMPL joint ('' = not fitted); joint_weights: 24
+  per-SMPL-joint weights of the position term; gap_fill in [0, 1]: weight of
+  interpolated targets for missing samples (relative to an observed one);
+  contact_weight: foot weight multiplier in ground contact; contact_source:
+  auto (file, else heuristic) | file | heuristic | none; the heuristic's
+  vertical_speed_threshold (m/s) and height_margin (m); max_frames: > 0 fits
+  only the first max_frames frames; frame_bucket: lengths padded up to a
+  multiple of it.
+  """
+  joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
+  joint_weights: Tuple[float, ...] = (1.0,) * 24
+  gap_fill: float = 0.1
+  contact_weight: float = 2.0
+  contact_source: str = 'auto'
+  vertical_speed_threshold: float = 0.4
+  height_margin: float = 0.03
+  max_frames: int = 0
+  frame_bucket: int = 128
+
+  def __post_init__(self):
+    def check(cond, field, problem):
+      if not cond:
+        raise OptionError(field, problem)
+    for name, smpl in self.joint_map.items():
+      check(not smpl or smpl in SMPL_JOINT_NAMES, f'joint_map.{name}',
+            f'{smpl!r} is not an SMPL joint; expected one of {SMPL_JOINT_NAMES} or ""')
+    check(len(self.joint_weights) == 24 and all(math.isfinite(w) and w >= 0 for w in self.joint_weights),
+          'joint_weights', 'must be 24 finite weights >= 0')
+    check(0 <= self.gap_fill <= 1, 'loss.gap_fill', f'must be in [0, 1], got {self.gap_fill}')
+    check(math.isfinite(self.contact_weight) and self.contact_weight >= 0, 'loss.contact_weight',
+          f'must be >= 0, got {self.contact_weight}')
+    check(self.contact_source in CONTACT_SOURCES, 'contact.source',
+          f'must be one of {CONTACT_SOURCES}, got {self.contact_source!r}')
+    check(isinstance(self.max_frames, int) and self.max_frames >= 0, 'max_frames',
+          f'must be an integer >= 0, got {self.max_frames!r}')
+    check(isinstance(self.frame_bucket, int) and self.frame_bucket >= 1, 'frame_bucket',
+          f'must be a positive integer, got {self.frame_bucket!r}')
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedTrial:
+  """A trial ready to fit (SMPL frame, mapped joints only, padded to T_pad).
+
+  targets [T_pad,M,3] m (gaps: interpolated; stand-ins where never seen);
+  filled [T_pad,M,3] gaps linearly interpolated (for initialisation);
+  valid [T,M] observed (unpadded);
+  observed [T_pad,M] in [0,1]: 1 observed, gap_fill interpolated, 0 never seen,
+    padding or weighted 0 (how much a target is data, whatever its weight);
+  weight [T_pad,M] position weight: observed x joint weight x contact factor;
+  exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
+  joint_weight [M]: the position weight of each mapped joint (0 = not fitted).
+  """
+  trial: Trial
+  mapping: JointMapping
+  structure: FitStructure
+  targets: np.ndarray
+  filled: np.ndarray
+  valid: np.ndarray
+  observed: np.ndarray
+  weight: np.ndarray
+  exists: np.ndarray
+  contact: np.ndarray
+  contact_source: str
+  num_frames: int
+  num_valid_frames: int
+  joint_weight: np.ndarray
+
+  @property
+  def used(self):
+    """[M] bool: joints that count at all (observed somewhere, weight > 0)."""
+    return self.valid.any(0) & (self.joint_weight > 0)
+
+  @property
+  def init_weight(self):
+    """[T_pad,M] for closed-form initialisation: every real frame's gap-filled
+    joints, but never a joint the trial never observed (its values are
+    stand-ins) nor one weighted 0."""
+    return self.exists[:, None] * self.used[None]
+
+
+def mapped_bones(smpl_index, parents=SMPL_PARENTS):
+  """(parent, child) pairs over mapped joints: each mapped joint's nearest
+  mapped ancestor in the model's tree (`parents`) is its bone parent."""
+  position = {j: m for m, j in enumerate(smpl_index)}
+  bones = []
+  for m, j in enumerate(smpl_index):
+    p = parents[j]
+    while p >= 0 and p not in position:
+      p = parents[p]
+    if p >= 0:
+      bones.append((position[p], m))
+  return tuple(bones)
+
+
+def fill_gaps(values, valid):
+  """Linear interpolation over time of invalid samples. [T,M,3], [T,M]."""
+  out = values.copy()
+  t = np.arange(len(values))
+  for m in range(values.shape[1]):
+    ok = valid[:, m]
+    if ok.all() or not ok.any():
+      continue
+    for c in range(3):
+      out[~ok, m, c] = np.interp(t[~ok], t[ok], values[ok, m, c])
+  return out
+
+
+def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -> PreparedTrial:
+  """Maps, converts to the SMPL frame, weights, pads. Raises MotionFileError.
+
+  parents: the body model's kinematic tree (bones follow it).
+  """
+  mapping = resolve_mapping(trial.joint_names, options.joint_map, trial.source)
+  joints = trial.joints[:, list(mapping.source_index)]
+  valid = trial.valid[:, list(mapping.source_index)]
+  if options.max_frames:
+    joints, valid = joints[:options.max_frames], valid[:options.max_frames]
+  num_frames = len(joints)
+  frame_ok = valid.sum(1) >= 4
+  if not frame_ok.any():
+    raise MotionFileError(trial.source, f'trial {trial.name!r}: no frame has 4 or more valid mapped joints')
+  smpl_index = mapping.smpl_index
+  joints = opensim_to_smpl(np.where(valid[..., None], joints, 0.0))
+  filled = fill_gaps(joints, valid)
+  never = ~valid.any(0)
+  if never.any():  # joints never observed: a finite stand-in (weight 0 everywhere)
+    filled[:, never] = filled[:, [np.flatnonzero(~never)[0]] * int(never.sum())]
+  position = {SMPL_JOINT_NAMES[j]: m for m, j in enumerate(smpl_index)}
+  feet = {side: tuple(position[n] for n in names if n in position)   # (ankle, toes) order
+          for side, names in FOOT_JOINTS.items()}
+  contact, contact_source = _contact(trial, filled, feet, options, num_frames)
+  # Missing samples of joints seen elsewhere in the trial target their temporal
+  # interpolation with weight gap_fill, so gaps are filled smoothly.
+  gap = ~valid & ~never[None]
+  joint_weight = np.asarray(options.joint_weights, np.float64)[list(smpl_index)]
+  observed = (valid + options.gap_fill * gap) * (joint_weight > 0)[None]  # weight 0: not data
+  weight = observed * joint_weight[None]
+  for s, side in enumerate(('left', 'right')):
+    for m in feet[side]:
+      weight[:, m] *= 1.0 + (options.contact_weight - 1.0) * contact[:, s]
+  bucket = options.frame_bucket
+  t_pad = -(-num_frames // bucket) * bucket
+  pad = lambda a: np.concatenate([a, np.repeat(a[-1:] * 0, t_pad - num_frames, 0)], 0)
+  pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
+  structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index, parents),
+                           left_foot=feet['left'], right_foot=feet['right'])
+  return PreparedTrial(
+      trial=trial, mapping=mapping, structure=structure,
+      targets=pad(np.where(gap[..., None], filled, joints)), filled=pad_edge(filled), valid=valid,
+      observed=pad(observed), weight=pad(weight),
+      exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
+      contact_source=contact_source, num_frames=num_frames,
+      num_valid_frames=int(frame_ok.sum()), joint_weight=joint_weight)
+
+
+def _contact(trial, filled, feet, options, num_frames):
+  source = options.contact_source
+  if source in ('auto', 'file') and trial.contact is not None:
+    return np.asarray(trial.contact[:num_frames], bool), 'file'
+  if source == 'file':
+    raise MotionFileError(trial.source, f'trial {trial.name!r} has no contact data; '
+                          'use --config.contact.source=auto or heuristic')
+  if source == 'none' or not (feet['left'] and feet['right']):
+    return np.zeros((num_frames, 2), bool), 'none'
+  # The most distal foot joint of each side (toes if mapped, else the ankle).
+  lowest = np.stack([filled[:, feet[side][-1]] for side in ('left', 'right')], 1)
+  return contact_from_kinematics(lowest, trial.fps, options.vertical_speed_threshold,
+                                 options.height_margin), 'heuristic'
