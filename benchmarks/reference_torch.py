@@ -227,7 +227,7 @@ def run(input_path, model_path, output_dir, log=print):
                         config=dict(pipeline='reference_torch', weights=WEIGHTS, iters=ITERS,
                                     lr=LR, joint_lr=JOINT_LR, input=input_path,
                                     joint_map=DEFAULT_JOINT_MAP),
-                        contact_source=prep.contact_source)
+                        contact_source=prep.contact_source, offsets=np.zeros((len(idx), 3)))
     log(f'{trial.subject}/{trial.name}: MPJPE {metrics["mpjpe_mm"]:.1f} mm, '
         f'{times["total"]:.1f} s -> {out}')
     rows.append(dict(trial=trial.name, frames=prep.num_frames, metrics=metrics, output=out))

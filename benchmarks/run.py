@@ -59,7 +59,8 @@ def worker(method, path, out_dir):
     result = fit_trial(model, prep, settings.fit)
     times = result.time_s
     idx = list(prep.structure.smpl_index)
-    metrics = fit_metrics(result.joints[:, idx], prep.targets[:prep.num_frames], prep.valid,
+    del idx
+    metrics = fit_metrics(result.points, prep.targets[:prep.num_frames], prep.valid,
                           trial.fps, prep.mapping.source_names)
   wall = time.perf_counter() - t0
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -92,8 +93,9 @@ def batch_throughput(batch_sizes, frames=256, iterations=50):
   t = prep.targets.shape[0]
   rows = []
   for s in batch_sizes:
+    offsets = jnp.zeros((len(prep.structure.smpl_index), 3))
     batched = jax.jit(jax.vmap(lambda b, p, tr, tg: fit_blocks(
-        model, b, p, tr, tg, anchor, hyper, structure=prep.structure)))
+        model, b, offsets, p, tr, tg, anchor, hyper, structure=prep.structure)))
     args = (jnp.zeros((s, model.num_betas)), jnp.zeros((s, 1, t, 24, 3)), jnp.zeros((s, 1, t, 3)),
             jax.tree.map(lambda a: jnp.broadcast_to(a, (s,) + a.shape), targets))
     jax.block_until_ready(batched(*args))

@@ -51,4 +51,5 @@ def get_config():
   c.sequence.terms = ('position,bone_direction,bone_length_consistency,pose_reg,'
                       'trans_reg,temporal,velocity')
   c.max_passes = 1
+  c.offsets.joints = ''   # the reference pins each AddB joint to its SMPL joint
   return c

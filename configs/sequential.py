@@ -7,4 +7,5 @@ from jaxfit.config import base_config
 def get_config():
   config = base_config()
   config.variant = 'sequential'
+  config.pose.iters = 40   # the default solves poses jointly (LM); here stage 3 runs frame by frame
   return config

@@ -22,6 +22,7 @@ from jaxfit.io.smpl_file import load_body_model
 from jaxfit.metrics import fit_metrics
 
 STAGE_ORDER = ('init', 'shape', 'pose', 'sequence')
+MAX_PLAUSIBLE_BETA = 3.0  # SMPL betas are standard-normal: beyond 3 the mesh is a monster
 
 
 def _sha256(path):
@@ -153,8 +154,16 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
       wall = time.perf_counter() - t0
       idx = list(prep.structure.smpl_index)
       n = prep.num_frames
-      metrics = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
+      # The fitted points are the SMPL joints plus the learned correspondence
+      # offsets; the raw SMPL joints are reported beside them.
+      metrics = fit_metrics(result.points, prep.targets[:n], prep.valid, trial.fps,
                             prep.mapping.source_names)
+      raw = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
+                        prep.mapping.source_names)
+      metrics['smpl_joints'] = {k: raw[k] for k in ('mpjpe_mm', 'pa_mpjpe_mm', 'per_joint_mpjpe_mm')}
+      metrics['offsets_mm'] = {prep.mapping.source_names[m]: [round(1000 * float(v), 2)
+                                                               for v in result.offsets[m]]
+                               for m in prep.structure.offset_joints}
       metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
       metrics['time_s']['wall'] = round(wall, 4)
       metrics['contact_source'] = prep.contact_source
@@ -165,6 +174,10 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
       metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
                                    is_demo_body=model_info['is_demo_body'])
       metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
+      if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
+        logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
+                        'standard-normal); check the joint mapping and the model file', label,
+                        metrics['max_abs_beta'], MAX_PLAUSIBLE_BETA)
       metrics['dtype'] = str(result.poses.dtype)
       if model_info['is_demo_body']:
         metrics['warning'] = DEMO_BODY_WARNING
@@ -172,7 +185,8 @@ def run_job(settings: Settings, config_dict) -> List[dict]:
       write_trial_outputs(
           out, betas=result.betas, poses=result.poses, trans=result.trans,
           gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
-          metrics=metrics, config=config_dict, contact_source=prep.contact_source)
+          metrics=metrics, config=config_dict, contact_source=prep.contact_source,
+          offsets=result.offsets, offset_joints=prep.structure.offset_joints)
       logging.info('  %s done: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@100 %.3f, %d frames, '
                    '%.2f s (+%.1f s compile) -> %s', label, metrics['mpjpe_mm'],
                    metrics['pa_mpjpe_mm'], metrics['pck_100mm'], n,

@@ -19,7 +19,7 @@ from jaxfit.fit.options import (FitOptions, InitOptions, OptionError, PoseOption
                                 ShapeOptions)
 from jaxfit.fit.types import LOSS_TERMS, LossWeights
 from jaxfit.io.b3d_native import JOINT_CENTRE_SOURCES
-from jaxfit.prepare import PrepareOptions
+from jaxfit.prepare import DEFAULT_OFFSET_JOINTS, PrepareOptions
 
 # Groups of SMPL joints for per-joint learning-rate multipliers.
 JOINT_GROUPS = {
@@ -70,33 +70,46 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(
       position=1.0, bone_direction=0.05, bone_length=1.0,
       bone_length_consistency=0.0, pose_reg=1e-6, trans_reg=0.0,
-      shape_prior=1e-6, temporal=1e-5, velocity=0.0, acceleration=1e-3,
+      shape_prior=3e-6, offset_prior=1e-2, temporal=1e-5, velocity=0.0, acceleration=1e-2,
       foot_skate=0.0,
       contact_weight=2.0,   # foot position weight multiplier during ground contact
       gap_fill=0.1,         # weight of interpolated targets for missing joints (x joint weight)
+  ))
+  # Learned correspondence offsets (AddB joint -> SMPL joint, constant per
+  # trial, in the SMPL joint's frame), bounded, with loss.offset_prior towards 0.
+  c.offsets = ml_collections.ConfigDict(dict(
+      joints=','.join(DEFAULT_OFFSET_JOINTS),   # source joint names; '' = none
+      bound_m=0.15,
   ))
   c.contact = ml_collections.ConfigDict(dict(
       source='auto',        # auto (file, else heuristic), file, heuristic, none
       vertical_speed_threshold=0.4,  # m/s, heuristic
       height_margin=0.03,    # m above the lowest toe height, heuristic
   ))
-  # Stage 1: closed-form root (Kabsch) then per-frame Levenberg-Marquardt
-  # (6 iterations; bone direction is left to the Adam stages: measured 35%
-  # faster at equal accuracy, benchmarks/RESULTS.md).
-  c.init = _stage(6, 0.08, 0.1, 'position,pose_reg', solver='lm', root='kabsch')
+  # Stage 1: closed-form root (Kabsch) then per-frame Levenberg-Marquardt on
+  # position and pose prior. 15 iterations: with 6, frames of a running swing
+  # phase (knee flexion ~1.8 rad) stayed in a poor local minimum that the joint
+  # solve of stage 2 does not leave (114 mm spikes on the demo run; 1.0 mm max at 15).
+  c.init = _stage(15, 0.08, 0.1, 'position,pose_reg', solver='lm', root='kabsch')
   # Stage 2: closed-form shape (rigid distances, then least squares alternated
   # with LM on the sample); iters > 0 adds the reference's Adam shape fit.
   c.shape = _stage(0, 0.05, 0.1,
                    'position,bone_direction,bone_length,pose_reg,shape_prior',
-                   frames=80, pose_lr=0.03, method='closed_form', rounds=2,
-                   resolve_iters=5)
-  c.pose = _stage(40, 0.01, 0.05,
+                   method='joint_lm', joint_iters=20, beta_bound=3.0,
+                   frames=80, pose_lr=0.03, rounds=2, resolve_iters=5)
+  # Stage 3: per-frame Adam refinement. Off by default: the joint LM of stage 2
+  # already solves every frame exactly, and Adam's noisy steps only added error
+  # (0.16 -> 0.30 mm on SMPL truth) and jitter (benchmarks/FINDINGS.md).
+  # configs/sequential.py runs it frame by frame.
+  c.pose = _stage(0, 0.01, 0.05,
                   'position,bone_direction,pose_reg,trans_reg,temporal',
                   warm_start=0.0)
-  c.sequence = _stage(60, 0.005, 0.05,
+  # Stage 4: whole-sequence smoothing with the shape held (betas_lr 0: the
+  # joint LM chose it under the prior and the bound).
+  c.sequence = _stage(60, 0.001, 0.05,
                       'position,bone_direction,bone_length,bone_length_consistency,'
-                      'pose_reg,trans_reg,shape_prior,temporal,velocity,'
-                      'acceleration,foot_skate', betas_lr=0.002)
+                      'pose_reg,trans_reg,shape_prior,offset_prior,temporal,velocity,'
+                      'acceleration,foot_skate', betas_lr=0.0)
   c.max_passes = 1
   c.whiten_betas = True   # Adam on a whitened shape basis (False: plain betas, as the reference)
   return c
@@ -160,7 +173,8 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
         contact_source=str(c.contact.source),
         vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
         height_margin=float(c.contact.height_margin),
-        max_frames=c.max_frames, frame_bucket=c.frame_bucket)
+        max_frames=c.max_frames, frame_bucket=c.frame_bucket,
+        offset_joints=tuple(n.strip() for n in str(c.offsets.joints).split(',') if n.strip()))
     fit = FitOptions(
         variant=str(c.variant), dtype=str(c.dtype),
         loss=LossWeights(**{t: float(c.loss[t]) for t in LOSS_TERMS}),
@@ -168,7 +182,8 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
         init=_stage_options(InitOptions, c, 'init'), shape=_stage_options(ShapeOptions, c, 'shape'),
         pose=_stage_options(PoseOptions, c, 'pose'),
         sequence=_stage_options(SequenceOptions, c, 'sequence'),
-        max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas))
+        max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas),
+        offset_bound=float(c.offsets.bound_m))
   except OptionError as e:
     raise ConfigError(f'--config.{e.field}', e.problem) from None
   trials = tuple(t.strip() for t in str(c.trials).split(',') if t.strip())

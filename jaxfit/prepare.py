@@ -19,6 +19,13 @@ from jaxfit.fit.options import OptionError
 from jaxfit.fit.types import FitStructure
 
 FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
+# AddBiomechanics joints whose definition is not SMPL's: the OpenSim pelvis
+# origin (between the ASIS), the lumbar joint, the acromion and the toe joint
+# sit centimetres from the SMPL joints they map to, and the OpenSim knees
+# (walker_knee_*, knee_*) are not fixed pivots: their centre translates with
+# flexion. Measured on the real trials (benchmarks/FINDINGS.md).
+DEFAULT_OFFSET_JOINTS = ('ground_pelvis', 'back', 'acromial_r', 'acromial_l', 'mtp_r', 'mtp_l',
+                         'walker_knee_r', 'walker_knee_l', 'knee_r', 'knee_l')
 CONTACT_SOURCES = ('auto', 'file', 'heuristic', 'none')
 
 
@@ -33,7 +40,8 @@ class PrepareOptions:
   auto (file, else heuristic) | file | heuristic | none; the heuristic's
   vertical_speed_threshold (m/s) and height_margin (m); max_frames: > 0 fits
   only the first max_frames frames; frame_bucket: lengths padded up to a
-  multiple of it.
+  multiple of it; offset_joints: source joints whose correspondence offset to
+  their SMPL joint is learned (those the trial has and maps).
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
@@ -44,6 +52,7 @@ class PrepareOptions:
   height_margin: float = 0.03
   max_frames: int = 0
   frame_bucket: int = 128
+  offset_joints: Tuple[str, ...] = DEFAULT_OFFSET_JOINTS
 
   def __post_init__(self):
     def check(cond, field, problem):
@@ -170,8 +179,11 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
   t_pad = -(-num_frames // bucket) * bucket
   pad = lambda a: np.concatenate([a, np.repeat(a[-1:] * 0, t_pad - num_frames, 0)], 0)
   pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
+  offset_joints = tuple(m for m, name in enumerate(mapping.source_names)
+                        if name in options.offset_joints and joint_weight[m] > 0 and valid[:, m].any())
   structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index, parents),
-                           left_foot=feet['left'], right_foot=feet['right'])
+                           left_foot=feet['left'], right_foot=feet['right'],
+                           offset_joints=offset_joints)
   return PreparedTrial(
       trial=trial, mapping=mapping, structure=structure,
       targets=pad(np.where(gap[..., None], filled, joints)), filled=pad_edge(filled), valid=valid,

@@ -189,12 +189,15 @@ def test_saved_params_reproduce_the_fit_in_the_input_frame(tmp_path, demo_b3d, d
     world_from_opensim = p['world_from_opensim']
     source = [str(n) for n in p['joint_mapping_source']]
     smpl = [str(n) for n in p['joint_mapping_smpl']]
+    offsets = p['joint_offsets']
   with jax.experimental.enable_x64():
     model64 = jax.tree.map(lambda a: np.asarray(a, np.float64), demo_model)
-    joints = np.stack([np.asarray(forward_kinematics(model64, betas, poses[t], trans[t])[0])
-                       for t in range(len(poses))])
+    posed = [forward_kinematics(model64, betas, poses[t], trans[t]) for t in range(len(poses))]
   from jaxfit.body.model import SMPL_JOINT_NAMES
-  fitted_smpl = joints[:, [SMPL_JOINT_NAMES.index(n) for n in smpl]]
+  index = [SMPL_JOINT_NAMES.index(n) for n in smpl]
+  # each target: its SMPL joint plus the learned offset turned by that joint's rotation
+  fitted_smpl = np.stack([np.asarray(j)[index] + np.einsum('mab,mb->ma', np.asarray(r)[index], offsets)
+                          for j, r in posed])
   fitted_osim = fitted_smpl @ world_from_opensim        # rows: smpl = R osim  =>  osim = smpl R
   target = trial.joints[:64, [list(trial.joint_names).index(n) for n in source]]
   error = np.linalg.norm(fitted_osim - target, axis=-1).mean() * 1000

@@ -24,6 +24,11 @@ FRAMES = 200
 
 def _settings(**overrides):
   c = base_config()
+  if overrides.get('variant') == 'sequential':
+    c.pose.iters = 40    # as configs/sequential.py: stage 3 frame by frame
+  # SMPL-generated truth has SMPL's own joint definitions: no correspondence
+  # offsets to learn (free ones would trade against weakly determined shape).
+  c.offsets.joints = ''
   for key, value in overrides.items():
     node = c
     *path, last = key.split('.')
@@ -100,7 +105,7 @@ def test_temporal_smoothing_lowers_jitter_on_noisy_input(demo_model):
   trial, truth = make_ground_truth_trial(demo_model, settings.prepare.joint_map, num_frames=FRAMES,
                                          seed=7, noise_m=0.01)
   def jitter(weight):
-    s = _settings(**{'loss.acceleration': weight})
+    s = _settings(**{'loss.acceleration': weight, 'sequence.lr': 0.005})
     prep = prepare_trial(trial, s.prepare)
     result = fit_trial(demo_model, prep, s.fit)
     j = result.joints[:, list(prep.structure.smpl_index)]
@@ -136,7 +141,8 @@ def block(demo_model, truth_trial):
   t = clean.joints.shape[0]
   params = FitParams(jnp.asarray(truth['betas'], jnp.float32),
                      jnp.asarray(np.pad(truth['poses'], ((0, t - FRAMES), (0, 0), (0, 0))), jnp.float32),
-                     jnp.asarray(np.pad(truth['trans'], ((0, t - FRAMES), (0, 0))), jnp.float32))
+                     jnp.asarray(np.pad(truth['trans'], ((0, t - FRAMES), (0, 0))), jnp.float32),
+                     jnp.zeros((len(prep.structure.smpl_index), 3), jnp.float32))
   return Block(joint_model(demo_model), prep.structure, params, targets, clean, settings)
 
 
@@ -149,10 +155,11 @@ def _run_core(b: Block, weights, steps=60, lr=0.01, lr_mult=None, params=None, t
   if lr_mult is not None:
     hyper = hyper._replace(lr_mult=lr_mult)
   anchor = empty_anchor(len(b.structure.smpl_index))
-  out = compiled.call(fit_blocks, (b.model, params.betas, params.poses[None], params.trans[None],
-                                   jax.tree.map(lambda a: a[None], targets), anchor, hyper),
+  out = compiled.call(fit_blocks, (b.model, params.betas, params.offsets, params.poses[None],
+                                   params.trans[None], jax.tree.map(lambda a: a[None], targets),
+                                   anchor, hyper),
                       dict(structure=b.structure))
-  fitted = FitParams(out[0], out[1][0], out[2][0])
+  fitted = FitParams(out[0], out[2][0], out[3][0], out[1])
   return term_losses(b.model, fitted, targets, anchor, b.structure), fitted
 
 
@@ -163,8 +170,8 @@ def test_per_joint_learning_rates_scale_the_adam_step(block):
   for group, m in (('hips', 1.5), ('knees', 1.0), ('feet', 0.5), ('elbows', 2.0)):
     for name in JOINT_GROUPS[group]:
       mult[SMPL_JOINT_NAMES.index(name)] = m
-  lr_mult = FitParams(jnp.zeros(10), jnp.asarray(mult[:, None], jnp.float32), jnp.ones(1))
-  plain = FitParams(jnp.zeros(10), jnp.ones((24, 1), jnp.float32), jnp.ones(1))
+  lr_mult = FitParams(jnp.zeros(10), jnp.asarray(mult[:, None], jnp.float32), jnp.ones(1), jnp.zeros((1, 1)))
+  plain = FitParams(jnp.zeros(10), jnp.ones((24, 1), jnp.float32), jnp.ones(1), jnp.zeros((1, 1)))
   _, after = _run_core(block, LossWeights(position=1.0), steps=1, lr=lr, lr_mult=lr_mult)
   _, reference = _run_core(block, LossWeights(position=1.0), steps=1, lr=lr, lr_mult=plain)
   step = np.asarray(after.poses - params.poses)[:FRAMES]              # [T,24,3]
@@ -204,22 +211,34 @@ def test_sequential_and_simultaneous_share_one_compiled_core(demo_model, truth_t
 
 # ---- closed-form pieces -------------------------------------------------------------
 
-def test_analytic_kinematic_jacobian_matches_autodiff(demo_model):
+@pytest.mark.parametrize('with_offsets', [False, True])
+def test_analytic_kinematic_jacobian_matches_autodiff(demo_model, with_offsets):
+  """Points are joints, or joints plus offsets in their joint's frame (whose
+  own rotation then moves them too)."""
   model = joint_model(demo_model)
   structure_index = tuple(range(24))
-  active = moving_joints(model.parents, structure_index)
+  offset_joints = (0, 3, 10, 16, 23) if with_offsets else ()
+  active = moving_joints(model.parents, structure_index, offset_joints)
   rng = np.random.default_rng(1)
   pose = jnp.asarray(rng.normal(scale=0.5, size=(24, 3)), jnp.float32)
   trans = jnp.asarray(rng.normal(size=3), jnp.float32)
   betas = jnp.asarray(rng.normal(size=10), jnp.float32)
-  _, jac = joints_and_jacobian(model, betas, pose, trans, structure_index, active)
+  offsets = np.zeros((24, 3), np.float32)
+  offsets[list(offset_joints)] = rng.normal(scale=0.05, size=(len(offset_joints), 3))
+  offsets = jnp.asarray(offsets)
+  points, jac, _ = joints_and_jacobian(model, betas, pose, trans, structure_index, active,
+                                       offsets, offset_joints)
   from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
   def posed(delta):
     rot = axis_angle_to_matrix(pose[np.asarray(active)]) @ axis_angle_to_matrix(delta[:-3].reshape(-1, 3))
     full = pose.at[np.asarray(active)].set(matrix_to_axis_angle(rot))
-    return forward_kinematics(model, betas, full, trans + delta[-3:])[0]
+    joints, rotations = forward_kinematics(model, betas, full, trans + delta[-3:])
+    return joints + jnp.einsum('jab,jb->ja', rotations, offsets)
   auto = jax.jacfwd(posed)(jnp.zeros(3 * len(active) + 3, jnp.float32))
+  np.testing.assert_allclose(np.asarray(points), np.asarray(posed(jnp.zeros(3 * len(active) + 3))), atol=1e-5)
   np.testing.assert_allclose(np.asarray(jac), np.asarray(auto), atol=2e-4)
+  if with_offsets:   # the hands' own rotation moves their offset points
+    assert 23 in active and 23 not in moving_joints(model.parents, structure_index)
 
 
 def test_closed_form_shape_pieces_are_exact(demo_model, truth_trial):

@@ -16,6 +16,7 @@ from tests import numpy_reference
 SMPL_INDEX = (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 16, 17, 18, 19, 20, 21)
 LEFT_FOOT, RIGHT_FOOT = (6, 8), (7, 9)   # mapped indices of (ankle, foot) per side
 K = 7
+OFFSET_JOINTS = (0, 3, 8, 10)   # mapped indices with a learned correspondence offset
 
 
 def _rotation(v):
@@ -46,6 +47,8 @@ def reference_losses(joints_fn, params, targets, anchor, structure):
   out['pose_reg'] = np.sum(e[:, None, None] * poses[:, 1:] ** 2) / (real * 69)
   out['trans_reg'] = np.sum(e[:, None] * (trans - t['trans_prior']) ** 2) / (real * 3)
   out['shape_prior'] = np.sum(betas ** 2) / len(betas)
+  offsets = np.asarray(params.offsets, np.float64)[list(structure.offset_joints)]
+  out['offset_prior'] = np.sum(offsets ** 2) / offsets.size
   # Neighbouring frames, the anchor (previous frame) first when valid.
   a_pose, a_trans = np.asarray(anchor.poses, np.float64), np.asarray(anchor.trans, np.float64)
   a_joints, a_valid = np.asarray(anchor.joints, np.float64), float(anchor.valid)
@@ -82,11 +85,13 @@ def reference_losses(joints_fn, params, targets, anchor, structure):
 def block(demo_model):
   rng = np.random.default_rng(4)
   model = joint_model(demo_model)
-  structure = FitStructure(SMPL_INDEX, mapped_bones(SMPL_INDEX), LEFT_FOOT, RIGHT_FOOT)
+  structure = FitStructure(SMPL_INDEX, mapped_bones(SMPL_INDEX), LEFT_FOOT, RIGHT_FOOT, OFFSET_JOINTS)
   m = len(SMPL_INDEX)
   betas = rng.normal(size=10)
   params = FitParams(jnp.asarray(betas, jnp.float32), jnp.asarray(rng.normal(scale=0.4, size=(K, 24, 3)), jnp.float32),
-                     jnp.asarray(rng.normal(scale=0.5, size=(K, 3)), jnp.float32))
+                     jnp.asarray(rng.normal(scale=0.5, size=(K, 3)), jnp.float32),
+                     jnp.asarray(rng.normal(scale=0.05, size=(m, 3)) * np.isin(np.arange(m), OFFSET_JOINTS)[:, None],
+                                 jnp.float32))
   observed = np.where(rng.uniform(size=(K, m)) < 0.2, 0.1, 1.0)     # some gap-filled samples
   observed[2, 4] = 0.0                                              # one never-seen sample
   exists = np.ones(K)
@@ -103,7 +108,12 @@ def block(demo_model):
                   joints=jnp.asarray(rng.normal(scale=0.5, size=(m, 3)), jnp.float32),
                   valid=jnp.ones((), jnp.float32))
   rest = np.asarray(shaped_joints(jax.tree.map(lambda a: np.asarray(a, np.float64), model), betas))
-  joints_fn = lambda pose, tr: numpy_reference.fk(model.parents, rest, pose, tr)[0][list(SMPL_INDEX)]
+  offsets = np.asarray(params.offsets, np.float64)
+
+  def joints_fn(pose, tr):   # mapped SMPL joints plus their offsets in the joint's frame
+    joints, world = numpy_reference.fk(model.parents, rest, pose, tr)
+    idx = list(SMPL_INDEX)
+    return joints[idx] + np.einsum('mab,mb->ma', world[idx, :3, :3], offsets)
   return model, structure, params, targets, anchor, joints_fn
 
 
@@ -146,6 +156,6 @@ def test_temporal_term_sees_rotations_not_axis_angle_vectors(block):
   same[3, 0] = poses[3, 0] + 2 * np.pi * axis
   before = term_losses(model, params, targets, anchor, structure)['temporal']
   after = term_losses(model, params._replace(poses=jnp.asarray(same)) if hasattr(params, '_replace')
-                      else FitParams(params.betas, jnp.asarray(same), params.trans),
+                      else FitParams(params.betas, jnp.asarray(same), params.trans, params.offsets),
                       targets, anchor, structure)['temporal']
   np.testing.assert_allclose(float(after), float(before), rtol=1e-4)

@@ -244,6 +244,21 @@ def demo_body_arrays(num_betas=10):
   )
 
 
+def variant_body_arrays(seed=0, spectrum=(3.0, 1.5, 0.6, 0.25, 0.12, 0.06, 0.04, 0.03, 0.02, 0.01)):
+  """The demo body with a different shape space: its shape directions mixed
+  by a random matrix with the given singular values (a few strong, many weak
+  components, unlike the demo body's PCA). For tests and benchmarks that need
+  a second SMPL-layout model; same mesh, joints and skinning."""
+  rng = np.random.default_rng(seed)
+  arrays = demo_body_arrays(len(spectrum))
+  q1, _ = np.linalg.qr(rng.normal(size=(len(spectrum),) * 2))
+  q2, _ = np.linalg.qr(rng.normal(size=(len(spectrum),) * 2))
+  mix = q1 @ np.diag(spectrum) @ q2
+  arrays = dict(arrays, shapedirs=np.einsum('vcb,bd->vcd', arrays['shapedirs'], mix))
+  arrays['licence'] = np.array(str(arrays.get('licence', '')) + ' (shape-space variant for tests)')
+  return arrays
+
+
 def demo_body_path(directory=None):
   """Where the generated demo body is cached (created on first use)."""
   directory = directory or os.environ.get('JAXFIT_CACHE') or os.path.join(

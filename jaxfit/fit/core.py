@@ -57,7 +57,7 @@ def optimise_block(model: JointModel, params: FitParams, targets: Targets,
   """
   optimizer = make_optimizer(hyper)
   basis = hyper.beta_basis
-  to_betas = lambda p: FitParams(basis @ p.betas, p.poses, p.trans)
+  to_betas = lambda p: FitParams(basis @ p.betas, p.poses, p.trans, p.offsets)
   loss_fn = lambda p: total_loss(model, p, targets, anchor, structure, hyper.weights)
   grad_fn = jax.grad(lambda pz: loss_fn(to_betas(pz)))
 
@@ -66,7 +66,8 @@ def optimise_block(model: JointModel, params: FitParams, targets: Targets,
     updates, state = optimizer.update(grad_fn(p), state, p)
     return optax.apply_updates(p, updates), state
 
-  start = FitParams(jnp.linalg.solve(basis, params.betas), params.poses, params.trans)
+  start = FitParams(jnp.linalg.solve(basis, params.betas), params.poses, params.trans,
+                    params.offsets)
   params_z, _ = jax.lax.fori_loop(0, hyper.num_steps, step,
                                   (start, optimizer.init(start)))
   params = to_betas(params_z)
@@ -74,31 +75,32 @@ def optimise_block(model: JointModel, params: FitParams, targets: Targets,
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
-def fit_blocks(model: JointModel, betas, poses, trans, targets: Targets,
+def fit_blocks(model: JointModel, betas, offsets, poses, trans, targets: Targets,
                anchor: Anchor, hyper: StageHyper, structure: FitStructure):
   """Optimises N blocks of K frames in sequence.
 
-  betas [B] (shared, carried from block to block); poses [N,K,24,3] rad;
-  trans [N,K,3] m; targets: Targets with leading [N,K]; anchor: the frame
-  before block 0 (valid=0 for none). Returns (betas, poses, trans, loss [N]).
+  betas [B] and offsets [M,3] m (shared, carried from block to block);
+  poses [N,K,24,3] rad; trans [N,K,3] m; targets: Targets with leading [N,K];
+  anchor: the frame before block 0 (valid=0 for none).
+  Returns (betas, offsets, poses, trans, loss [N]).
   """
   def body(carry, block):
-    betas_c, prev = carry
+    betas_c, offsets_c, prev = carry
     poses0, trans0, tgt = block
     ws = hyper.warm_start * prev.valid
     params = FitParams(betas_c,
                        (1 - ws) * poses0 + ws * prev.poses[None],
-                       (1 - ws) * trans0 + ws * prev.trans[None])
+                       (1 - ws) * trans0 + ws * prev.trans[None], offsets_c)
     params, loss = optimise_block(model, params, tgt, prev, hyper, structure)
-    last = FitParams(params.betas, params.poses[-1:], params.trans[-1:])
+    last = FitParams(params.betas, params.poses[-1:], params.trans[-1:], params.offsets)
     last_joints = posed_mapped_joints(model, last, structure)[0]
     exists = tgt.exists[-1]
     new_prev = jax.tree.map(
         lambda new, old: exists * new + (1 - exists) * old,
         Anchor(params.poses[-1], params.trans[-1], last_joints, jnp.ones_like(prev.valid)),
         prev)
-    return (params.betas, new_prev), (params.poses, params.trans, loss)
+    return (params.betas, params.offsets, new_prev), (params.poses, params.trans, loss)
 
-  (betas, _), (poses, trans, losses) = jax.lax.scan(
-      body, (betas, anchor), (poses, trans, targets))
-  return betas, poses, trans, losses
+  (betas, offsets, _), (poses, trans, losses) = jax.lax.scan(
+      body, (betas, offsets, anchor), (poses, trans, targets))
+  return betas, offsets, poses, trans, losses

@@ -38,29 +38,48 @@ def _proper_ancestors(parents):
   return mask
 
 
-def moving_joints(parents, smpl_index):
-  """Joints whose rotation moves some mapped joint (the root always does)."""
-  ancestors = _proper_ancestors(parents)[np.asarray(smpl_index)]
-  return tuple(int(k) for k in np.flatnonzero(ancestors.sum(0) > 0))
+def ancestor_or_self_mask(parents, smpl_index, offset_joints=()):
+  """[M,J] 0/1: [m,k] = 1 when rotating joint k moves the point of mapped
+  joint m: k is a proper ancestor of smpl_index[m], or k is that joint itself
+  and m has a correspondence offset (the offset turns with its joint)."""
+  idx = np.asarray(smpl_index)
+  mask = _proper_ancestors(parents)[idx]
+  for m in offset_joints:
+    mask[m, idx[m]] = 1.0
+  return mask
 
 
-def joints_and_jacobian(model: JointModel, betas, pose, trans, smpl_index, active):
-  """Mapped joints [M,3] m and their Jacobian [M,3,3A+3] w.r.t. local rotation
-  increments of the `active` joints [A] and the translation [3] of one frame."""
+def moving_joints(parents, smpl_index, offset_joints=()):
+  """Joints whose rotation moves some mapped point (the root always does)."""
+  mask = ancestor_or_self_mask(parents, smpl_index, offset_joints)
+  return tuple(int(k) for k in np.flatnonzero(mask.sum(0) > 0))
+
+
+def joints_and_jacobian(model: JointModel, betas, pose, trans, smpl_index, active,
+                        offsets=None, offset_joints=()):
+  """Mapped points [M,3] m (joints plus offsets [M,3] in their joint's frame),
+  their Jacobian [M,3,3A+3] w.r.t. local rotation increments of the `active`
+  joints [A] and the translation [3] of one frame, and the global rotations
+  [24,3,3]."""
   joints, rotations = forward_kinematics(model, betas, pose, trans)
   idx, act = np.asarray(smpl_index), np.asarray(active)
-  mask = jnp.asarray(_proper_ancestors(model.parents)[idx][:, act], joints.dtype)  # [M,A]
-  offset = joints[idx][:, None] - joints[act][None]                               # [M,A,3]
-  d_rot = -jnp.einsum('mk,mkab,kbc->makc', mask, skew(offset), rotations[act])   # [M,3,A,3]
+  points = joints[idx]
+  if offsets is not None:
+    points = points + jnp.einsum('mab,mb->ma', rotations[idx], offsets)
+  mask = jnp.asarray(ancestor_or_self_mask(model.parents, idx, offset_joints)[:, act],
+                     joints.dtype)                                                 # [M,A]
+  lever = points[:, None] - joints[act][None]                                     # [M,A,3]
+  d_rot = -jnp.einsum('mk,mkab,kbc->makc', mask, skew(lever), rotations[act])     # [M,3,A,3]
   d_trans = jnp.broadcast_to(jnp.eye(3, dtype=joints.dtype), (len(idx), 3, 3))
-  return joints[idx], jnp.concatenate([d_rot.reshape(len(idx), 3, 3 * len(act)), d_trans], -1)
+  jac = jnp.concatenate([d_rot.reshape(len(idx), 3, 3 * len(act)), d_trans], -1)
+  return points, jac, rotations
 
 
-def stacked_residual(pred, pose, trans, betas, target: Targets, weights: LossWeights,
+def stacked_residual(pred, pose, trans, betas, offsets, target: Targets, weights: LossWeights,
                      structure: FitStructure, anchor, terms):
   """Residual vector of the given terms (squared norm = their weighted loss)
-  from mapped joints pred [M,3], pose [24,3] rad and trans [3] m of one frame."""
-  params = FitParams(betas, pose[None], trans[None])
+  from mapped points pred [M,3], pose [24,3] rad and trans [3] m of one frame."""
+  params = FitParams(betas, pose[None], trans[None], offsets)
   res = residuals_from_joints(pred[None], params, target, anchor, structure)
   return jnp.concatenate([jnp.sqrt(getattr(weights, k)) * res[k].ravel() for k in terms])
 
@@ -74,17 +93,18 @@ _MAX_STEP = 0.5
 
 
 @functools.partial(jax.jit, static_argnames=('structure', 'terms'))
-def lm_frames(model: JointModel, betas, poses, trans, targets: Targets,
+def lm_frames(model: JointModel, betas, offsets, poses, trans, targets: Targets,
               weights: LossWeights, iterations, structure: FitStructure, terms=LOSS_TERMS,
               initial_damping: float = 1e-2):
   """Solves every frame independently for the loss sum_{k in terms} w_k ||r_k||^2.
 
-  poses [T,24,3] rad; trans [T,3] m; targets with leading [T]; iterations:
+  betas [B] and offsets [M,3] m fixed; poses [T,24,3] rad; trans [T,3] m;
+  targets with leading [T]; iterations:
   traced int; terms: static tuple of loss terms. Rotations that move no mapped joint are left as they are.
   Returns (poses, trans, final loss [T]).
   """
   anchor = empty_anchor(len(structure.smpl_index), poses.dtype)
-  active = moving_joints(model.parents, structure.smpl_index)
+  active = moving_joints(model.parents, structure.smpl_index, structure.offset_joints)
   act = np.asarray(active)
 
   def one_frame(pose, tr, target):
@@ -94,13 +114,13 @@ def lm_frames(model: JointModel, betas, poses, trans, targets: Targets,
       # x = (rotations of the active joints [3A], translation [3]); the pose
       # argument supplies the inactive joints.
       full = pose.at[act].set(x[:-3].reshape(-1, 3))
-      return stacked_residual(pred, full, x[-3:], betas, target, weights, structure,
+      return stacked_residual(pred, full, x[-3:], betas, offsets, target, weights, structure,
                               anchor, terms)
 
     def evaluate(x):
       full = pose.at[act].set(x[:-3].reshape(-1, 3))
-      pred, d_pred = joints_and_jacobian(model, betas, full, x[-3:], structure.smpl_index,
-                                         active)
+      pred, d_pred, _ = joints_and_jacobian(model, betas, full, x[-3:], structure.smpl_index,
+                                            active, offsets, structure.offset_joints)
       return pred, d_pred, jnp.sum(jnp.square(res(pred, x, pose)))
 
     def step(_, carry):

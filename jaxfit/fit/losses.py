@@ -19,10 +19,12 @@ _EPS = 1e-9
 
 
 def posed_mapped_joints(model: JointModel, params: FitParams, structure: FitStructure):
-  """[K,M,3] metres: SMPL joints compared with the targets."""
-  joints, _ = jax.vmap(forward_kinematics, in_axes=(None, None, 0, 0))(
+  """[K,M,3] metres: the points compared with the targets, each mapped SMPL
+  joint plus its correspondence offset in the joint's frame."""
+  joints, rotations = jax.vmap(forward_kinematics, in_axes=(None, None, 0, 0))(
       model, params.betas, params.poses, params.trans)
-  return joints[:, jnp.asarray(structure.smpl_index)]
+  idx = jnp.asarray(structure.smpl_index)
+  return joints[:, idx] + jnp.einsum('kmab,mb->kma', rotations[:, idx], params.offsets)
 
 
 def _normalised(weight, denominator_axes=None):
@@ -113,6 +115,13 @@ def shape_prior_residual(params: FitParams):
   return params.betas / jnp.sqrt(params.betas.shape[0])
 
 
+def offset_prior_residual(params: FitParams, structure: FitStructure):
+  """[O,3] m: the learned correspondence offsets, towards zero; loss = mean
+  squared offset component."""
+  free = jnp.asarray(structure.offset_joints, jnp.int32)
+  return params.offsets[free] / jnp.sqrt(max(3 * len(structure.offset_joints), 1))
+
+
 def _with_anchor(values, anchor_value, anchor_valid, exists):
   """Prepends the anchor frame: values [K,...] -> [K+1,...], exists -> [K+1]."""
   stacked = jnp.concatenate([anchor_value[None], values], 0)
@@ -189,6 +198,7 @@ def residuals_from_joints(pred, params: FitParams, targets: Targets,
       pose_reg=pose_reg_residual(params, targets),
       trans_reg=trans_reg_residual(params, targets),
       shape_prior=shape_prior_residual(params),
+      offset_prior=offset_prior_residual(params, structure),
       temporal=temporal_residual(params, targets, anchor),
       velocity=velocity_residual(pred, targets, anchor),
       acceleration=acceleration_residual(pred, targets, anchor),

@@ -71,11 +71,16 @@ class InitOptions(StageOptions):
 
 @dataclasses.dataclass(frozen=True)
 class ShapeOptions(StageOptions):
-  """Stage 2 on `frames` sampled frames. method 'closed_form': least-squares
-  betas alternated `rounds` times with LM of the sample, then every frame
-  re-solved with `resolve_iters` LM iterations; 'adam': the reference's Adam on
-  betas (lr) and the sample's poses (pose_lr) for `iters` steps."""
-  method: str = 'closed_form'
+  """Stage 2. method 'joint_lm': `joint_iters` Levenberg-Marquardt iterations
+  on every frame's pose, the betas (kept within +-beta_bound) and the
+  correspondence offsets together;
+  'closed_form': least-squares betas on `frames` sampled frames alternated
+  `rounds` times with LM of the sample, then every frame re-solved with
+  `resolve_iters` LM iterations; 'adam': the reference's Adam on betas (lr)
+  and the sample's poses (pose_lr) for `iters` steps."""
+  method: str = 'joint_lm'
+  joint_iters: int = 20
+  beta_bound: float = 3.0
   frames: int = 80
   rounds: int = 2
   resolve_iters: int = 5
@@ -83,8 +88,11 @@ class ShapeOptions(StageOptions):
 
   def validate(self, name):
     super().validate(name)
-    _check(self.method in ('closed_form', 'adam'), f'{name}.method',
-           f'must be closed_form or adam, got {self.method!r}')
+    _check(self.method in ('joint_lm', 'closed_form', 'adam'), f'{name}.method',
+           f'must be joint_lm, closed_form or adam, got {self.method!r}')
+    _check(_is_int(self.joint_iters) and self.joint_iters >= 0, f'{name}.joint_iters',
+           f'must be an integer >= 0, got {self.joint_iters!r}')
+    _check(self.beta_bound > 0, f'{name}.beta_bound', f'must be > 0, got {self.beta_bound}')
     _check(self.method != 'adam' or self.iters > 0, f'{name}.iters', 'must be > 0 when method=adam')
     _check(_is_int(self.frames) and self.frames >= 1, f'{name}.frames', f'must be an integer >= 1, got {self.frames!r}')
     _check(_is_int(self.rounds) and self.rounds >= 0, f'{name}.rounds', f'must be an integer >= 0, got {self.rounds!r}')
@@ -124,7 +132,8 @@ class FitOptions:
   (frame by frame); dtype: 'float32' or 'float64' (float64 needs
   jax_enable_x64, which the caller enables); loss: LossWeights;
   joint_lr: 24 per-SMPL-joint learning-rate multipliers; max_passes: stages
-  3+4 repeated; whiten_betas: Adam on a whitened shape basis.
+  3+4 repeated; whiten_betas: Adam on a whitened shape basis; offset_bound:
+  the largest correspondence offset (m).
   """
   variant: str = 'simultaneous'
   dtype: str = 'float32'
@@ -136,6 +145,7 @@ class FitOptions:
   sequence: SequenceOptions = SequenceOptions()
   max_passes: int = 1
   whiten_betas: bool = True
+  offset_bound: float = 0.15
 
   def __post_init__(self):
     _check(self.variant in VARIANTS, 'variant', f'must be one of {VARIANTS}, got {self.variant!r}')
@@ -149,6 +159,8 @@ class FitOptions:
       getattr(self, name).validate(name)
     _check(_is_int(self.max_passes) and self.max_passes >= 1, 'max_passes',
            f'must be an integer >= 1, got {self.max_passes!r}')
+    _check(math.isfinite(self.offset_bound) and self.offset_bound >= 0, 'offsets.bound_m',
+           f'must be >= 0, got {self.offset_bound}')
 
   def stage(self, name) -> StageOptions:
     return getattr(self, name)

@@ -4,10 +4,11 @@
                joints, which do not depend on pose; Kabsch root orientation from
                the pelvis joints; then per-frame IK of all frames at once, by
                Levenberg-Marquardt (default) or Adam (the reference);
-  2. shape:    (closed-form) least-squares betas for the fitted rotations of a
-               sample of frames, alternated with LM on the sample, then every
-               frame re-solved; or (the reference) Adam on betas and the
-               sample's poses;
+  2. shape:    (joint_lm, default) one Levenberg-Marquardt solve of every
+               frame's pose with the shared betas and correspondence offsets
+               (Schur complement, joint_lm.py); or (closed_form) least-squares
+               betas for a sample's rotations alternated with per-frame LM; or
+               (the reference) Adam on betas and the sample's poses;
   3. pose:     per-frame refinement with Adam: `sequential` runs frame by frame
                (T blocks of 1 frame), each tied to the previous frame;
                `simultaneous` optimises all frames in one block;
@@ -17,7 +18,7 @@ Pure: arrays in, arrays out; no file I/O.
 """
 
 import dataclasses
-import time
+import functools
 from typing import Callable, Dict, Optional
 
 import jax
@@ -30,7 +31,9 @@ from jaxfit.fit import compiled
 from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
                              solve_betas_jit)
+from jaxfit.fit.joint_lm import joint_lm
 from jaxfit.fit.lm import lm_frames, moving_joints
+from jaxfit.fit.losses import posed_mapped_joints
 from jaxfit.fit.options import FitOptions
 from jaxfit.fit.types import (LOSS_TERMS, FitParams, LossWeights, StageHyper, Targets,
                               empty_anchor)
@@ -42,11 +45,16 @@ LM_CHUNK = 128  # frames per Levenberg-Marquardt call (independent frames)
 @dataclasses.dataclass(frozen=True)
 class FitResult:
   """betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL frame); joints [T,24,3] m;
+  offsets [M,3] m (each mapped joint's learned correspondence offset, in the
+  joint's frame; zero where none is learned); points [T,M,3] m: the mapped
+  joints plus their offsets, what was compared with the targets;
   time_s: seconds per stage (compilation excluded) and compile_s; loss per stage."""
   betas: np.ndarray
   poses: np.ndarray
   trans: np.ndarray
   joints: np.ndarray
+  offsets: np.ndarray
+  points: np.ndarray
   time_s: Dict[str, float]
   losses: Dict[str, float]
 
@@ -91,7 +99,7 @@ def stage_hyper(options: FitOptions, stage: str, num_betas: int, betas_lr: float
   if active_joints is not None:
     joint_mult = joint_mult * np.isin(np.arange(24), active_joints)
   mult = FitParams(betas=np.full((num_betas,), betas_lr / lr),
-                   poses=joint_mult[:, None], trans=np.ones((1,)))
+                   poses=joint_mult[:, None], trans=np.ones((1,)), offsets=np.zeros((1, 1)))
   hyper = StageHyper(weights=weights, lr=lr, lr_final_ratio=s.lr_final_ratio,
                      num_steps=np.int32(s.iters if iters is None else iters),
                      lr_mult=mult, warm_start=warm_start,
@@ -120,20 +128,23 @@ class _StageRunner:
   def __init__(self, model, structure, timings):
     self.model, self.structure, self.timings = model, structure, timings
 
-  def __call__(self, name, betas, poses, trans, targets, hyper, num_blocks):
+  def __call__(self, name, betas, offsets, poses, trans, targets, hyper, num_blocks):
+    """Returns (betas, poses, trans, loss); offsets stay as they are (multiplier 0)."""
     k = poses.shape[0] // num_blocks
-    args = (self.model, betas, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
+    args = (self.model, betas, offsets, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
             jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
             empty_anchor(len(self.structure.smpl_index), poses.dtype), hyper)
-    betas, poses_b, trans_b, losses = compiled.call(
+    betas, _, poses_b, trans_b, losses = compiled.call(
         fit_blocks, args, dict(structure=self.structure), self.timings, name)
     return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(jnp.sum(losses))
 
 
-@jax.jit
-def _posed_joints(model, betas, poses, trans):
-  """[T,24,3] m for betas [B], poses [T,24,3], trans [T,3]."""
-  return jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t)[0])(poses, trans)
+@functools.partial(jax.jit, static_argnames=('structure',))
+def _posed(model, betas, offsets, poses, trans, structure):
+  """Joints [T,24,3] m and mapped points [T,M,3] m (joints plus offsets)."""
+  joints = jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t)[0])(poses, trans)
+  points = posed_mapped_joints(model, FitParams(betas, poses, trans, offsets), structure)
+  return joints, points
 
 
 def _sample_frames(prep: PreparedTrial, count: int):
@@ -162,17 +173,17 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   nb = model.num_betas
   basis = whitening_basis(model, structure.smpl_index) if options.whiten_betas else np.eye(nb)
   init, shape = options.init, options.shape
-  closed_form_shape = shape.method == 'closed_form'
   all_frames = jnp.asarray(prep.init_weight, dtype)
   filled = jnp.asarray(prep.filled, dtype)
   sample = _sample_frames(prep, shape.frames)
   init_weights = stage_hyper(options, 'init', nb, 0.0, dtype=dtype).weights
   index = structure.smpl_index
-  # Joints whose rotation moves no mapped joint (the arms of a lower-body
+  # Joints whose rotation moves no mapped point (the arms of a lower-body
   # skeleton, hands, head) are left in a neutral rest pose, never optimised.
-  active = moving_joints(model.parents, index)
+  active = moving_joints(model.parents, index, structure.offset_joints)
   hyper = lambda stage, betas_lr, **kw: stage_hyper(options, stage, nb, betas_lr, dtype=dtype,
                                                      active_joints=active, **kw)
+  offsets = jnp.zeros((len(index), 3), dtype)
 
   def lm(name, betas, poses, trans, targets, iters):
     # Frames are independent here: one executable for fixed chunks of LM_CHUNK
@@ -186,7 +197,7 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
     for start in range(0, padded, LM_CHUNK):
       chunk = slice(start, start + LM_CHUNK)
       p, t, c = compiled.call(
-          lm_frames, (model, betas, poses_p[chunk], trans_p[chunk],
+          lm_frames, (model, betas, offsets, poses_p[chunk], trans_p[chunk],
                       jax.tree.map(lambda a: a[chunk], targets_p), init_weights, np.int32(iters)),
           dict(structure=structure, terms=init.terms), timings, name)
       out_poses.append(p)
@@ -204,7 +215,7 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   # Stage 1: initial pose of every frame (frames are independent here).
   progress('init')
   betas = jnp.zeros((nb,), dtype)
-  if closed_form_shape:  # pose-free shape from rigidly linked joint distances
+  if shape.method != 'adam':  # pose-free shape from rigidly linked joint distances
     pairs = rigid_pairs(structure.smpl_index, model.parents)
     distances, pair_weight = target_distances(prep, pairs)
     betas = compiled.call(shape_from_distances_jit,
@@ -223,12 +234,21 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   if init.solver == 'lm':
     poses, trans = lm('init', betas, poses, trans, targets, init.iters)
   else:
-    _, poses, trans, losses['init'] = run('init', betas, poses, trans, targets, hyper('init', 0.0), 1)
+    _, poses, trans, losses['init'] = run('init', betas, offsets, poses, trans, targets,
+                                          hyper('init', 0.0), 1)
 
-  # Stage 2: shape on a sample of frames.
+  # Stage 2: the shape (and the correspondence offsets).
   progress('shape')
   shape_targets = _targets(prep, trans_prior, sample, dtype)
-  if closed_form_shape:
+  if shape.method == 'joint_lm':
+    # Every frame's pose, the betas and the offsets in one Gauss-Newton solve.
+    betas, offsets, poses, trans, cost = compiled.call(
+        joint_lm, (model, betas, offsets, poses, trans, targets, options.loss,
+                   np.int32(shape.joint_iters), jnp.asarray(options.offset_bound, dtype),
+                   jnp.asarray(shape.beta_bound, dtype)),
+        dict(structure=structure), timings, 'shape')
+    losses['shape'] = float(cost)
+  elif shape.method == 'closed_form':
     # Exact least-squares betas for the sample's rotations, alternated with
     # per-frame LM of the sample; then every frame is re-solved for that shape.
     sample_poses, sample_trans = poses[sample], trans[sample]
@@ -246,7 +266,7 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
       poses, trans = lm('shape', betas, poses, trans, targets, shape.resolve_iters)
   if shape.iters:  # Adam on betas and the sample's poses (the reference's stage 2)
     betas, sample_poses, sample_trans, losses['shape'] = run(
-        'shape', betas, poses[sample], trans[sample], shape_targets,
+        'shape', betas, offsets, poses[sample], trans[sample], shape_targets,
         hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=basis), 1)
     poses, trans = poses.at[sample].set(sample_poses), trans.at[sample].set(sample_trans)
 
@@ -257,20 +277,22 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
     # Stage 3: per-frame pose refinement (frame by frame, or all frames at once).
     progress('pose' + suffix)
     _, poses, trans, losses['pose' + suffix] = run(
-        'pose', betas, poses, trans, targets,
+        'pose', betas, offsets, poses, trans, targets,
         hyper('pose', 0.0, iters=pose_iters,
               warm_start=options.pose.warm_start if sequential else 0.0),
         t_pad if sequential else 1)
     # Stage 4: whole-sequence refinement.
     progress('sequence' + suffix)
     betas, poses, trans, losses['sequence' + suffix] = run(
-        'sequence', betas, poses, trans, targets,
+        'sequence', betas, offsets, poses, trans, targets,
         hyper('sequence', options.sequence.betas_lr, beta_basis=basis), 1)
 
   n = prep.num_frames
   poses = compiled.call(continuous_axis_angle, (poses,))  # no 2 pi jumps between frames
-  joints = compiled.call(_posed_joints, (model, betas, poses, trans))
+  joints, points = compiled.call(_posed, (model, betas, offsets, poses, trans),
+                                 dict(structure=structure))
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
   return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
                    trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],
+                   offsets=np.asarray(offsets), points=np.asarray(points)[:n],
                    time_s=timings, losses=losses)

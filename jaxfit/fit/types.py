@@ -15,17 +15,21 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class FitParams:
-  """SMPL parameters of a block of K frames.
+  """SMPL parameters of a block of K frames, and the correspondence offsets.
 
-  betas [B]; poses [K,24,3] axis-angle, radians; trans [K,3] metres.
+  betas [B]; poses [K,24,3] axis-angle, radians; trans [K,3] metres;
+  offsets [M,3] metres: the point compared with mapped target m is SMPL joint
+  smpl_index[m] plus offsets[m] in that joint's frame (R_j offsets[m]), so it
+  moves with the body; zero for joints without a learned offset.
   """
   betas: jax.Array
   poses: jax.Array
   trans: jax.Array
+  offsets: jax.Array
 
 
 jax.tree_util.register_dataclass(
-    FitParams, data_fields=['betas', 'poses', 'trans'], meta_fields=[])
+    FitParams, data_fields=['betas', 'poses', 'trans', 'offsets'], meta_fields=[])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +76,7 @@ def empty_anchor(num_mapped: int, dtype=jnp.float32) -> Anchor:
 
 LOSS_TERMS = ('position', 'bone_direction', 'bone_length',
               'bone_length_consistency', 'pose_reg', 'trans_reg',
-              'shape_prior', 'temporal', 'velocity', 'acceleration',
+              'shape_prior', 'offset_prior', 'temporal', 'velocity', 'acceleration',
               'foot_skate')
 
 
@@ -85,6 +89,7 @@ class LossWeights(NamedTuple):
   pose_reg: float = 0.0
   trans_reg: float = 0.0
   shape_prior: float = 0.0
+  offset_prior: float = 0.0
   temporal: float = 0.0
   velocity: float = 0.0
   acceleration: float = 0.0
@@ -97,7 +102,7 @@ class StageHyper(NamedTuple):
   weights: LossWeights; lr: base learning rate; lr_final_ratio: the learning
   rate decays exponentially to lr * lr_final_ratio at the last step;
   num_steps: Adam steps per block; lr_mult: FitParams of multipliers
-  (betas [B], poses [24,1] per joint, trans [1]); warm_start: 1 to start each
+  (betas [B], poses [24,1] per joint, trans [1], offsets [M,1]); warm_start: 1 to start each
   block from the previous block's last frame, 0 to keep its own init;
   beta_basis [B,B]: Adam steps in z with betas = beta_basis @ z (identity, or a
   whitening basis in which every unit of z moves the mapped joints equally).
@@ -117,9 +122,11 @@ class FitStructure:
 
   smpl_index: SMPL joint of each mapped target joint [M];
   bones: (parent, child) pairs in mapped-joint indices;
-  left_foot, right_foot: mapped indices of each foot's joints (ankle, toes).
+  left_foot, right_foot: mapped indices of each foot's joints (ankle, toes);
+  offset_joints: mapped indices whose correspondence offset is learned.
   """
   smpl_index: Tuple[int, ...]
   bones: Tuple[Tuple[int, int], ...]
   left_foot: Tuple[int, ...]
   right_foot: Tuple[int, ...]
+  offset_joints: Tuple[int, ...] = ()

@@ -40,12 +40,16 @@ def _json_ready(obj):
 
 
 def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, model_info,
-                        metrics, config, contact_source):
+                        metrics, config, contact_source, offsets, offset_joints=()):
   """Writes one trial's outputs atomically into directory `path`.
 
   betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL world frame); mapping:
-  JointMapping; model_info: dict(name, sha256, path).
+  JointMapping; model_info: dict(name, sha256, path); offsets [M,3] m, the
+  learned correspondence offsets of the mapped joints listed in
+  offset_joints (mapped indices), in their SMPL joint's frame.
   """
+  learned = np.zeros(len(mapping.source_names), bool)
+  learned[list(offset_joints)] = True
   with atomic_directory(path) as tmp:
     with open(os.path.join(tmp, 'params.npz'), 'wb') as f:
       np.savez(
@@ -59,6 +63,9 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
           # True: the generated jaxfit demo body, not SMPL; betas/poses are not SMPL parameters.
           model_is_demo_body=np.array(bool(model_info.get('is_demo_body', False))),
           world_from_opensim=OPENSIM_TO_SMPL,
+          # Target m corresponds to SMPL joint j plus R_j @ joint_offsets[m] (R_j: the
+          # joint's global rotation), constant over the trial; zero where not learned.
+          joint_offsets=np.asarray(offsets, np.float64), joint_offset_learned=learned,
           contact_source=np.array(contact_source))
     with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:
       json.dump(_json_ready(metrics), f, indent=1, allow_nan=False)

@@ -1,0 +1,213 @@
+"""One Levenberg-Marquardt solve of every frame's pose and the shared shape.
+
+Unknowns: per frame t, the rotations of the active joints and the translation
+(x_t, at most 75 numbers); shared by all frames, the betas and the free joint
+correspondence offsets (s, B + 3 O numbers). The objective is the Adam core's
+loss restricted to the terms that define the body:
+  position * L_position + pose_reg * L_pose_reg
+  + shape_prior * L_shape_prior + offset_prior * L_offset_prior
+(losses.py), so both solvers minimise the same function.
+
+Its Gauss-Newton matrix has an arrow structure: a dense n_x x n_x block per
+frame, a coupling block per frame to the shared unknowns, and one small shared
+block. Each step eliminates the frames by a Schur complement,
+  (H_ss - sum_t H_st H_tt^-1 H_ts) ds = -(g_s - sum_t H_st H_tt^-1 g_t),
+a B+3O square system, then back-substitutes every frame's step in one batched
+solve: cost linear in the number of frames, no alternation between shape and
+pose. Rotations take right-multiplied increments R <- R exp(d), whose
+kinematic Jacobian is analytic (see lm.py); the betas' Jacobian is forward-mode.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfit.body.model import JointModel
+from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+from jaxfit.fit.lm import joints_and_jacobian, moving_joints
+from jaxfit.fit.losses import posed_mapped_joints
+from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
+
+_DAMPING_FLOOR = 1e-2   # relative to the mean curvature (as lm.py)
+_MAX_ROTATION_STEP = 0.5  # rad per coordinate and step
+_MAX_BETA_STEP = 1.0
+_MAX_OFFSET_STEP = 0.03  # m
+
+
+def _frame_points(model, betas, offsets, pose, trans, structure):
+  """[M,3] m: the points of one frame compared with its targets."""
+  return posed_mapped_joints(model, FitParams(betas, pose[None], trans[None], offsets), structure)[0]
+
+
+def _pose_prior_columns(active):
+  """(body joints among `active`, their columns among the frame unknowns)."""
+  act = np.asarray(active)
+  position = {int(k): i for i, k in enumerate(act)}
+  body = act[act > 0]
+  return body, np.array([3 * position[int(k)] + c for k in body for c in range(3)], int)
+
+
+def _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
+                    pos_norm, pose_norm):
+  """Residual of one frame [3M + 3 * body joints]: sqrt-weighted position and pose prior."""
+  points = _frame_points(model, betas, offsets, pose, trans, structure)
+  scale = jnp.sqrt(weights.position * target.weight / pos_norm)[:, None]
+  body, _ = _pose_prior_columns(active)
+  prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
+  return jnp.concatenate([(scale * (points - target.joints)).reshape(-1),
+                          prior * pose[body].reshape(-1)])
+
+
+def _frame_system(model, betas, offsets, pose, trans, target, weights, structure, active,
+                  pos_norm, pose_norm):
+  """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one frame."""
+  offset_free = structure.offset_joints
+  free = np.asarray(offset_free, int)
+  m = len(structure.smpl_index)
+  _, j_x, rot = joints_and_jacobian(model, betas, pose, trans, structure.smpl_index, active,
+                                    offsets, offset_free)                    # [M,3,n_x]
+  d_betas = jax.jacfwd(lambda b: _frame_points(model, b, offsets, pose, trans, structure))(betas)
+  d_off = jnp.zeros((m, 3, len(free), 3), j_x.dtype)
+  if len(free):
+    own = rot[np.asarray(structure.smpl_index)[free]]                        # [O,3,3]
+    d_off = d_off.at[free, :, np.arange(len(free)), :].set(own)
+  j_s = jnp.concatenate([d_betas, d_off.reshape(m, 3, -1)], -1)              # [M,3,n_s]
+  scale = jnp.sqrt(weights.position * target.weight / pos_norm)[:, None, None]
+  j_x = (scale * j_x).reshape(3 * m, -1)
+  j_s = (scale * j_s).reshape(3 * m, -1)
+  # Pose prior on the active body joints; its Jacobian w.r.t. a small right
+  # increment is taken as the identity (exact at zero rotation).
+  _, col = _pose_prior_columns(active)
+  prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
+  j_pose = jnp.zeros((len(col), j_x.shape[1]), j_x.dtype).at[np.arange(len(col)), col].set(prior)
+  r = _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
+                      pos_norm, pose_norm)
+  return (r, jnp.concatenate([j_x, j_pose]),
+          jnp.concatenate([j_s, jnp.zeros((len(col), j_s.shape[1]), j_x.dtype)]))
+
+
+def _shared_prior(betas, offsets, weights, offset_free):
+  """Residual and Jacobian of the shape and offset priors (shared unknowns)."""
+  free = np.asarray(offset_free, int)
+  nb = betas.shape[0]
+  r_b = jnp.sqrt(weights.shape_prior / nb) * betas
+  n_o = max(3 * len(free), 1)
+  r_o = jnp.sqrt(weights.offset_prior / n_o) * offsets[free].reshape(-1)
+  n_s = nb + 3 * len(free)
+  jac = jnp.diag(jnp.concatenate([jnp.full((nb,), jnp.sqrt(weights.shape_prior / nb)),
+                                  jnp.full((3 * len(free),), jnp.sqrt(weights.offset_prior / n_o))]))
+  return jnp.concatenate([r_b, r_o]), jac.reshape(n_s, n_s).astype(betas.dtype)
+
+
+def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure):
+  """Gauss-Newton pieces of the data terms (position, pose prior), frames [T]:
+  h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], h_ss [n_s,n_s], g_s [n_s], cost."""
+  active = moving_joints(model.parents, structure.smpl_index, structure.offset_joints)
+  m = len(structure.smpl_index)
+  pos_norm = jnp.maximum(jnp.sum(targets.exists) * m, 1e-9)
+  pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
+  systems = jax.vmap(_frame_system, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
+  r, j_x, j_s = systems(model, betas, offsets, poses, trans, targets, weights, structure, active,
+                        pos_norm, pose_norm)
+  return dict(h_xx=jnp.einsum('tri,trj->tij', j_x, j_x), h_xs=jnp.einsum('tri,trj->tij', j_x, j_s),
+              g_x=jnp.einsum('tri,tr->ti', j_x, r), h_ss=jnp.einsum('tri,trj->ij', j_s, j_s),
+              g_s=jnp.einsum('tri,tr->i', j_s, r), cost=jnp.sum(r * r))
+
+
+@functools.partial(jax.jit, static_argnames=('structure',))
+def shape_information(model: JointModel, betas, offsets, poses, trans, targets: Targets,
+                      weights: LossWeights, structure: FitStructure):
+  """[n_s,n_s] what the data say about the shared unknowns (betas [B], then the
+  free offsets [3O]) once every frame's pose is free: the Schur complement of
+  the data terms' Gauss-Newton matrix, priors excluded. Directions with a
+  (near) zero eigenvalue are shapes the joint positions cannot determine
+  (a pose change compensates them exactly); the priors decide those."""
+  lin = _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure)
+  n_x = lin['h_xx'].shape[-1]
+  scale = jnp.max(jnp.diagonal(lin['h_xx'], axis1=-2, axis2=-1))
+  h_xx = lin['h_xx'] + 1e-9 * scale * jnp.eye(n_x, dtype=poses.dtype)
+  inv_h_xs = jax.vmap(jnp.linalg.solve)(h_xx, lin['h_xs'])
+  return lin['h_ss'] - jnp.einsum('tis,tij->sj', lin['h_xs'], inv_h_xs)
+
+
+@functools.partial(jax.jit, static_argnames=('structure',))
+def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
+             weights: LossWeights, iterations, offset_bound, beta_bound, structure: FitStructure,
+             initial_damping=1e-2):
+  """Solves all frames' poses with the shared betas and offsets together.
+
+  betas [B]; offsets [M,3] m (in each mapped SMPL joint's frame; only the
+  mapped joints structure.offset_joints move, each bounded to offset_bound m);
+  betas stay within [-beta_bound, beta_bound] (standard-normal units: a
+  plausible body), on top of the shape prior;
+  poses [T,24,3] rad (joints that move no target are left as they are);
+  trans [T,3] m; targets with leading [T] (padding frames have exists 0);
+  iterations: traced int. Returns (betas, offsets, poses, trans, final loss).
+  """
+  offset_free = structure.offset_joints
+  active = moving_joints(model.parents, structure.smpl_index, offset_free)
+  act = np.asarray(active)
+  free = np.asarray(offset_free, int)
+  m = len(structure.smpl_index)
+  pos_norm = jnp.maximum(jnp.sum(targets.exists) * m, 1e-9)
+  pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
+  residuals = jax.vmap(_frame_residual, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
+
+  def linearise(state):
+    b, o, p, t = state
+    lin = _data_normal_equations(model, b, o, p, t, targets, weights, structure)
+    r_p, j_p = _shared_prior(b, o, weights, offset_free)
+    return dict(lin, h_ss=lin['h_ss'] + j_p.T @ j_p, g_s=lin['g_s'] + j_p.T @ r_p,
+                cost=lin['cost'] + jnp.sum(r_p * r_p))
+
+  def cost_of(state):
+    b, o, p, t = state
+    r = residuals(model, b, o, p, t, targets, weights, structure, active, pos_norm, pose_norm)
+    r_p, _ = _shared_prior(b, o, weights, offset_free)
+    return jnp.sum(r * r) + jnp.sum(r_p * r_p)
+
+  def damped(h, damping):
+    diag = jnp.diagonal(h, axis1=-2, axis2=-1)
+    floor = _DAMPING_FLOOR * jnp.mean(diag, -1, keepdims=True) + 1e-12
+    return h + damping * (diag + floor)[..., None] * jnp.eye(h.shape[-1], dtype=h.dtype)
+
+  def apply(state, d_x, d_s):
+    b, o, p, t = state
+    nb = b.shape[0]
+    d_s = d_s * jnp.minimum(1.0, _MAX_BETA_STEP / (jnp.max(jnp.abs(d_s[:nb])) + 1e-12))
+    d_off = d_s[nb:].reshape(-1, 3)
+    if len(free):
+      d_off = d_off * jnp.minimum(1.0, _MAX_OFFSET_STEP / (jnp.max(jnp.abs(d_off)) + 1e-12))
+    d_x = d_x * jnp.minimum(1.0, _MAX_ROTATION_STEP / (jnp.max(jnp.abs(d_x), -1, keepdims=True) + 1e-12))
+    rot = (axis_angle_to_matrix(p[:, act]) @ axis_angle_to_matrix(d_x[:, :-3].reshape(len(p), -1, 3)))
+    p = p.at[:, act].set(matrix_to_axis_angle(rot))
+    o_new = o.at[free].add(d_off) if len(free) else o
+    norm = jnp.linalg.norm(o_new, axis=-1, keepdims=True)
+    o_new = o_new * jnp.minimum(1.0, offset_bound / jnp.maximum(norm, 1e-12))
+    return jnp.clip(b + d_s[:nb], -beta_bound, beta_bound), o_new, p, t + d_x[:, -3:]
+
+  def step(_, carry):
+    state, lin, damping = carry
+    a_xx = damped(lin['h_xx'], damping)
+    solve_xx = lambda rhs: jax.vmap(jnp.linalg.solve)(a_xx, rhs)
+    inv_h_xs = solve_xx(lin['h_xs'])                                   # [T,n_x,n_s]
+    inv_g_x = solve_xx(lin['g_x'][..., None])[..., 0]                  # [T,n_x]
+    schur = damped(lin['h_ss'], damping) - jnp.einsum('tis,tij->sj', lin['h_xs'], inv_h_xs)
+    rhs = lin['g_s'] - jnp.einsum('tis,ti->s', lin['h_xs'], inv_g_x)
+    d_s = -jnp.linalg.solve(schur, rhs)
+    d_x = -(inv_g_x + jnp.einsum('tij,j->ti', inv_h_xs, d_s))
+    d_x = d_x * targets.exists[:, None]
+    trial_state = apply(state, d_x, d_s)
+    trial_cost = cost_of(trial_state)
+    better = trial_cost < lin['cost']
+    new_state = jax.tree.map(lambda a, c: jnp.where(better, a, c), trial_state, state)
+    new_lin = jax.lax.cond(better, linearise, lambda s: lin, new_state)
+    return new_state, new_lin, jnp.where(better, damping / 3.0, damping * 4.0)
+
+  state = (betas, offsets, poses, trans)
+  state, lin, _ = jax.lax.fori_loop(0, iterations, step,
+                                    (state, linearise(state), jnp.asarray(initial_damping, poses.dtype)))
+  b, o, p, t = state
+  return b, o, p, t, lin['cost']
