@@ -154,3 +154,25 @@ def test_joint_subsets_of_a_real_trial_keep_a_plausible_shape(variant_model, unm
   error = np.linalg.norm(result.points - prep.targets[:prep.num_frames], axis=-1)[prep.valid].mean() * 1000
   assert np.all(np.isfinite(result.poses)) and error < 25.0, error
   assert np.abs(result.betas).max() <= 3.0, result.betas
+
+
+def test_joint_solve_starting_outside_the_bound_still_converges(demo_model):
+  """An initial shape beyond the bound (the closed-form start can be) is moved
+  inside first; otherwise every clipped step is rejected and nothing moves."""
+  from jaxfit.fit.joint_lm import joint_lm
+  from jaxfit.fit.types import LossWeights
+  settings = _settings(**{'offsets.joints': ''})
+  trial, truth = make_ground_truth_trial(demo_model, settings.prepare.joint_map, num_frames=64, seed=23)
+  prep = prepare_trial(trial, settings.prepare, demo_model.parents)
+  t = prep.targets.shape[0]
+  poses = jnp.asarray(np.pad(truth['poses'], ((0, t - 64), (0, 0), (0, 0))), jnp.float32)
+  trans = jnp.asarray(np.pad(truth['trans'], ((0, t - 64), (0, 0))), jnp.float32)
+  start = jnp.full((10,), 6.0, jnp.float32)
+  weights = LossWeights(position=1.0, pose_reg=1e-6, shape_prior=3e-6)
+  solve = lambda iters: joint_lm(joint_model(demo_model), start, jnp.zeros((len(prep.structure.smpl_index), 3)),
+                                 poses, trans, _targets(prep, np.zeros((t, 3))), weights, np.int32(iters),
+                                 jnp.float32(0.15), jnp.float32(3.0), structure=prep.structure)
+  assert np.abs(np.asarray(solve(0)[0])).max() <= 3.0      # inside before the first step
+  betas, _, _, _, cost = solve(20)
+  assert np.abs(np.asarray(betas)).max() <= 3.0
+  assert float(cost) < 1e-5            # converged: mean squared error (m^2) plus the priors

@@ -206,7 +206,11 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     new_lin = jax.lax.cond(better, linearise, lambda s: lin, new_state)
     return new_state, new_lin, jnp.where(better, damping / 3.0, damping * 4.0)
 
-  state = (betas, offsets, poses, trans)
+  # Start inside the bounds (the closed-form initial shape may lie outside),
+  # or every step that the bound clips would be rejected.
+  norm = jnp.linalg.norm(offsets, axis=-1, keepdims=True)
+  offsets = offsets * jnp.minimum(1.0, offset_bound / jnp.maximum(norm, 1e-12))
+  state = (jnp.clip(betas, -beta_bound, beta_bound), offsets, poses, trans)
   state, lin, _ = jax.lax.fori_loop(0, iterations, step,
                                     (state, linearise(state), jnp.asarray(initial_damping, poses.dtype)))
   b, o, p, t = state
