@@ -52,14 +52,14 @@ def worker(method, path, out_dir):
     from jaxfit.metrics import fit_metrics  # pylint: disable=import-outside-toplevel
     config = base_config()
     config.variant = method.split('_')[1]
+    if config.variant == 'sequential':
+      config.pose.iters = 40   # as configs/sequential.py: stage 3 frame by frame
     settings = settings_from_config(config)
     model, _ = load_model(settings)
     trial = read_trials(path, settings)[0]
     prep = prepare_trial(trial, settings.prepare)
     result = fit_trial(model, prep, settings.fit)
     times = result.time_s
-    idx = list(prep.structure.smpl_index)
-    del idx
     metrics = fit_metrics(result.points, prep.targets[:prep.num_frames], prep.valid,
                           trial.fps, prep.mapping.source_names)
   wall = time.perf_counter() - t0
@@ -149,7 +149,7 @@ def markdown(results, batch, info, reads=(), findings=''):
            f'Machine: {info["cpu"]}, {info["cores"]} cores; JAX {info["jax"]} '
            f'({info["jax_backend"]}), torch {info["torch"]}, Python {info["python"]}; {info["date"]}.',
            'Each method runs in its own process; times exclude JAX compilation (reported apart).',
-           'MPJPE / PCK: fitted SMPL joints vs the input joint centres (16 mapped joints, no alignment).',
+           'MPJPE / PCK: fitted points (SMPL joints plus learned correspondence offsets) vs the input joint centres (16 mapped joints, no alignment).',
            '', '| frames | method | total s | init | shape | pose | sequence | compile s | MPJPE mm | PA-MPJPE mm | PCK@50 | PCK@100 | peak RSS MB | speed-up vs torch |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   for frames in sorted({r['frames'] for r in results}):

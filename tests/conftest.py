@@ -8,6 +8,27 @@ import pytest
 from jaxfit.body.model import make_body_model
 
 
+def make_settings(learn_offsets=True, **overrides):
+  """Validated settings from the default config with dotted overrides
+  ('loss.temporal': 0.1). variant='sequential' runs stage 3 frame by frame, as
+  configs/sequential.py does. learn_offsets=False for SMPL-generated truth: it
+  has SMPL's own joint definitions, so no correspondence offsets to learn (free
+  ones would trade against weakly determined shape directions)."""
+  from jaxfit.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
+  c = base_config()
+  if overrides.get('variant') == 'sequential':
+    c.pose.iters = 40
+  if not learn_offsets:
+    c.offsets.joints = ''
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return settings_from_config(c)
+
+
 @pytest.fixture(scope='session', autouse=True)
 def _isolated_cache(tmp_path_factory):
   """Generated demo assets go to a fresh cache, never the user's."""

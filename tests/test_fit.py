@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, forward_kinematics, joint_model
-from jaxfit.config import JOINT_GROUPS, base_config, settings_from_config
+from jaxfit.config import JOINT_GROUPS, settings_from_config
 from jaxfit.demo.smpl_truth import make_ground_truth_trial, with_gaps
 from jaxfit.fit import compiled
 from jaxfit.fit.core import fit_blocks
@@ -16,26 +16,15 @@ from jaxfit.fit.init import rigid_pairs, shape_from_distances, solve_betas
 from jaxfit.fit.lm import joints_and_jacobian, moving_joints
 from jaxfit.fit.losses import term_losses
 from jaxfit.fit.pipeline import fit_trial, stage_hyper, target_distances, _targets
-from jaxfit.fit.types import LOSS_TERMS, FitParams, LossWeights, empty_anchor
+from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
 from jaxfit.prepare import prepare_trial
+from tests.conftest import make_settings
 
 FRAMES = 200
 
 
 def _settings(**overrides):
-  c = base_config()
-  if overrides.get('variant') == 'sequential':
-    c.pose.iters = 40    # as configs/sequential.py: stage 3 frame by frame
-  # SMPL-generated truth has SMPL's own joint definitions: no correspondence
-  # offsets to learn (free ones would trade against weakly determined shape).
-  c.offsets.joints = ''
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return settings_from_config(c)
+  return make_settings(learn_offsets=False, **overrides)   # SMPL-generated truth
 
 
 def _reference_settings():

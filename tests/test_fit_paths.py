@@ -7,28 +7,16 @@ import numpy as np
 import pytest
 
 from jaxfit.body.rotation import axis_angle_to_matrix, continuous_axis_angle, matrix_to_axis_angle
-from jaxfit.config import base_config, settings_from_config
 from jaxfit.demo.smpl_truth import make_ground_truth_trial
 from jaxfit.fit.pipeline import fit_trial
 from jaxfit.prepare import prepare_trial
+from tests.conftest import make_settings
 
 FRAMES = 120
 
 
 def _settings(**overrides):
-  c = base_config()
-  if overrides.get('variant') == 'sequential':
-    c.pose.iters = 40    # as configs/sequential.py: stage 3 frame by frame
-  # SMPL-generated truth has SMPL's own joint definitions: no correspondence
-  # offsets to learn (free ones would trade against weakly determined shape).
-  c.offsets.joints = ''
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return settings_from_config(c)
+  return make_settings(learn_offsets=False, **overrides)   # SMPL-generated truth
 
 
 def _fit(model, trial, settings):
@@ -41,7 +29,6 @@ def _mpjpe_mm(result, prep, clean):
 
 
 def test_continuous_axis_angle_keeps_rotations_and_removes_jumps():
-  rng = np.random.default_rng(0)
   t = np.linspace(0, 1, 400)
   heading = 4 * np.pi * t                                   # two full turns about +Y
   raw = np.stack([0.1 * np.sin(9 * t), heading, 0.05 * np.cos(7 * t)], -1)[:, None]

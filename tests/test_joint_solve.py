@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from jaxfit.body.model import joint_model, make_body_model
-from jaxfit.config import base_config, settings_from_config
 from jaxfit.demo.body_model import variant_body_arrays
 from jaxfit.demo.smpl_truth import make_ground_truth_trial
 from jaxfit.fit.joint_lm import shape_information
 from jaxfit.fit.pipeline import _targets, fit_trial
 from jaxfit.prepare import prepare_trial
+from tests.conftest import make_settings
 
 FRAMES = 200
 # Offsets of the kind real AddBiomechanics joints have from SMPL's (metres, in
@@ -26,15 +26,7 @@ TRUE_OFFSETS = {'ground_pelvis': (0.0, 0.07, 0.05), 'back': (0.0, -0.03, -0.02),
                 'walker_knee_r': (0.0, 0.02, 0.0), 'walker_knee_l': (0.0, 0.02, 0.0)}
 
 
-def _settings(**overrides):
-  c = base_config()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return settings_from_config(c)
+_settings = make_settings
 
 
 @pytest.fixture(scope='module')
