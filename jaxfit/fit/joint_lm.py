@@ -53,6 +53,11 @@ def _frame_residual(model, betas, offsets, pose, trans, target, weights, structu
                     pos_norm, pose_norm):
   """Residual of one frame [3M + 3 * body joints]: sqrt-weighted position and pose prior."""
   points = _frame_points(model, betas, offsets, pose, trans, structure)
+  return _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm)
+
+
+def _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm):
+  """_frame_residual given the frame's points [M,3] m."""
   scale = jnp.sqrt(weights.position * target.weight / pos_norm)[:, None]
   body, _ = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
@@ -66,8 +71,8 @@ def _frame_system(model, betas, offsets, pose, trans, target, weights, structure
   offset_free = structure.offset_joints
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
-  _, j_x, rot = joints_and_jacobian(model, betas, pose, trans, structure.smpl_index, active,
-                                    offsets, offset_free)                    # [M,3,n_x]
+  points, j_x, rot = joints_and_jacobian(model, betas, pose, trans, structure.smpl_index, active,
+                                         offsets, offset_free)               # [M,3,n_x]
   d_betas = jax.jacfwd(lambda b: _frame_points(model, b, offsets, pose, trans, structure))(betas)
   d_off = jnp.zeros((m, 3, len(free), 3), j_x.dtype)
   if len(free):
@@ -82,8 +87,7 @@ def _frame_system(model, betas, offsets, pose, trans, target, weights, structure
   _, col = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
   j_pose = jnp.zeros((len(col), j_x.shape[1]), j_x.dtype).at[np.arange(len(col)), col].set(prior)
-  r = _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
-                      pos_norm, pose_norm)
+  r = _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm)
   return (r, jnp.concatenate([j_x, j_pose]),
           jnp.concatenate([j_s, jnp.zeros((len(col), j_s.shape[1]), j_x.dtype)]))
 
