@@ -39,9 +39,10 @@ class PrepareOptions:
   contact_weight: foot weight multiplier in ground contact; contact_source:
   auto (file, else heuristic) | file | heuristic | none; the heuristic's
   vertical_speed_threshold (m/s) and height_margin (m); max_frames: > 0 fits
-  only the first max_frames frames; frame_bucket: lengths padded up to a
-  multiple of it; offset_joints: source joints whose correspondence offset to
-  their SMPL joint is learned (those the trial has and maps).
+  only the first max_frames frames; frame_bucket: the padding unit (lengths
+  are padded to one of a few multiples of it, `padded_length`);
+  offset_joints: source joints whose correspondence offset to their SMPL
+  joint is learned (those the trial has and maps).
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
@@ -115,6 +116,19 @@ class PreparedTrial:
     return self.exists[:, None] * self.used[None]
 
 
+def padded_length(num_frames, unit=128):
+  """The padded length of a trial: unit x k with k in 1, 2, 3, 4, 5, 6, 7,
+  8, 10, 12, 14, 16, 20, 24, 28, 32, ... (four steps an octave). A small,
+  fixed set of lengths, so that a whole dataset needs few compiled programs
+  (16 up to 32 x 128 = 4096 frames, 4 more per doubling), and at most 20% of
+  the padded frames are padding once past 4 units."""
+  k = max(1, -(-int(num_frames) // unit))
+  if k > 8:
+    step = 1 << (k.bit_length() - 3)   # rounds k up to 4, 5, 6 or 7 times a power of 2
+    k = -(-k // step) * step
+  return k * unit
+
+
 def mapped_bones(smpl_index, parents=SMPL_PARENTS):
   """(parent, child) pairs over mapped joints: each mapped joint's nearest
   mapped ancestor in the model's tree (`parents`) is its bone parent."""
@@ -175,8 +189,7 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
   for s, side in enumerate(('left', 'right')):
     for m in feet[side]:
       weight[:, m] *= 1.0 + (options.contact_weight - 1.0) * contact[:, s]
-  bucket = options.frame_bucket
-  t_pad = -(-num_frames // bucket) * bucket
+  t_pad = padded_length(num_frames, options.frame_bucket)
   pad = lambda a: np.concatenate([a, np.repeat(a[-1:] * 0, t_pad - num_frames, 0)], 0)
   pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
   offset_joints = tuple(m for m, name in enumerate(mapping.source_names)

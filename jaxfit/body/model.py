@@ -122,11 +122,12 @@ def make_body_model(v_template, shapedirs, posedirs, J_regressor, weights,
   j_template = J_regressor @ v_template
   j_shapedirs = np.einsum('jv,vcb->jcb', J_regressor, shapedirs)
   depth_levels(parents)  # validates the tree
-  as_float = lambda a: jnp.asarray(np.asarray(a, np.float64), dtype=dtype)
+  # Converted on the host, then placed on the device (no conversion program to compile).
+  as_float = lambda a: jax.device_put(np.asarray(np.asarray(a, np.float64), dtype=np.dtype(dtype)))
   return BodyModel(
       v_template=as_float(v_template), shapedirs=as_float(shapedirs),
       posedirs=as_float(posedirs), J_regressor=as_float(J_regressor),
-      weights=as_float(weights), faces=jnp.asarray(np.asarray(faces), jnp.int32),
+      weights=as_float(weights), faces=jax.device_put(np.asarray(faces, np.int32)),
       J_template=as_float(j_template), J_shapedirs=as_float(j_shapedirs),
       parents=tuple(int(p) for p in parents),
       joint_names=tuple(joint_names), gender=gender, name=name)

@@ -3,20 +3,87 @@
 Every jitted solver of the pipeline is called through `call`, so compilation
 time is measured apart from run time, nothing is traced twice for the same
 shapes, and tests can count the executables of a function (`num_compiled`).
+
+An optional executable store (`set_store`, kept at the I/O edge in
+jaxfit.io.executable_store) persists compiled executables across processes:
+a later process loads them without tracing, lowering or compiling.
 """
 
+import concurrent.futures
+import os
+import threading
 import time
-from typing import Dict
+from typing import Dict, Optional, Protocol
 
 import jax
 
 _CACHE: Dict[tuple, object] = {}
+_PENDING: Dict[tuple, concurrent.futures.Future] = {}
+_POOL: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+class ExecutableStore(Protocol):
+  """Persists compiled executables under a signature key (see `call`)."""
+
+  def load(self, key: tuple):
+    """The stored executable for `key`, or None."""
+
+  def save(self, key: tuple, compiled) -> None:
+    """Stores `compiled` (best effort: never raises)."""
+
+
+_STORE: Optional[ExecutableStore] = None
+
+
+def set_store(store: Optional[ExecutableStore]):
+  """Uses `store` (None: none) for executables not yet compiled in this process."""
+  global _STORE  # pylint: disable=global-statement
+  _STORE = store
 
 
 def _signature(fn, args, static):
   leaves, treedef = jax.tree.flatten(args)
   shapes = tuple((getattr(x, 'shape', ()), str(getattr(x, 'dtype', type(x)))) for x in leaves)
   return (fn, tuple(sorted(static.items())), treedef, shapes)
+
+
+def _compile(key, lowered):
+  compiled = lowered.compile()
+  if _STORE is not None:
+    _STORE.save(key, compiled)
+  return compiled
+
+
+def _pool():
+  global _POOL  # pylint: disable=global-statement
+  with _POOL_LOCK:
+    if _POOL is None:
+      _POOL = concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1),
+                                                    thread_name_prefix='jaxfit-compile')
+  return _POOL
+
+
+def _add_compile_time(timings, t0):
+  if timings is not None:
+    timings['compile_s'] = timings.get('compile_s', 0.0) + time.perf_counter() - t0
+
+
+def prefetch(fn, args, static=None, timings=None):
+  """Makes `fn(*args, **static)` ready for a later `call` with arguments of
+  the same shapes: loaded from the store, or lowered now and compiled on a
+  worker thread (XLA compiles without the GIL, so several compile at once)."""
+  static = static or {}
+  key = _signature(fn, args, static)
+  if key in _CACHE or key in _PENDING:
+    return
+  t0 = time.perf_counter()
+  compiled = _STORE.load(key) if _STORE is not None else None
+  if compiled is not None:
+    _CACHE[key] = compiled
+  else:
+    _PENDING[key] = _pool().submit(_compile, key, fn.lower(*args, **static))
+  _add_compile_time(timings, t0)
 
 
 def call(fn, args, static=None, timings=None, name=None):
@@ -27,10 +94,15 @@ def call(fn, args, static=None, timings=None, name=None):
   compiled = _CACHE.get(key)
   if compiled is None:
     t0 = time.perf_counter()
-    compiled = fn.lower(*args, **static).compile()
+    pending = _PENDING.pop(key, None)
+    if pending is not None:
+      compiled = pending.result()
+    else:
+      compiled = _STORE.load(key) if _STORE is not None else None
+      if compiled is None:
+        compiled = _compile(key, fn.lower(*args, **static))
     _CACHE[key] = compiled
-    if timings is not None:
-      timings['compile_s'] = timings.get('compile_s', 0.0) + time.perf_counter() - t0
+    _add_compile_time(timings, t0)
   t0 = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
   if timings is not None and name:
@@ -39,11 +111,12 @@ def call(fn, args, static=None, timings=None, name=None):
 
 
 def num_compiled(fn) -> int:
-  """How many executables of `fn` the cache holds (one per shape/static set)."""
-  return sum(1 for key in _CACHE if key[0] is fn)
+  """How many executables of `fn` the cache holds or is compiling."""
+  return sum(1 for key in list(_CACHE) + list(_PENDING) if key[0] is fn)
 
 
 def clear(fn=None):
   """Drops cached executables (of `fn` only, when given)."""
-  for key in [k for k in _CACHE if fn is None or k[0] is fn]:
-    del _CACHE[key]
+  for cache in (_CACHE, _PENDING):
+    for key in [k for k in cache if fn is None or k[0] is fn]:
+      del cache[key]

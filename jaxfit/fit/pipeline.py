@@ -84,7 +84,7 @@ def whitening_basis(model: BodyModel, smpl_index, floor=0.02):
 
 def stage_hyper(options: FitOptions, stage: str, num_betas: int, betas_lr: float,
                 pose_lr: Optional[float] = None, iters: Optional[int] = None,
-                warm_start: float = 0.0, dtype=jnp.float32,
+                warm_start: float = 0.0, dtype=np.float32,
                 beta_basis=None, active_joints=None) -> StageHyper:
   """The traced hyperparameters of a stage (weights of unused terms are 0).
 
@@ -104,22 +104,32 @@ def stage_hyper(options: FitOptions, stage: str, num_betas: int, betas_lr: float
                      num_steps=np.int32(s.iters if iters is None else iters),
                      lr_mult=mult, warm_start=warm_start,
                      beta_basis=np.eye(num_betas) if beta_basis is None else beta_basis)
-  return jax.tree.map(lambda x: jnp.asarray(x, dtype if np.asarray(x).dtype.kind == 'f'
-                                            else np.asarray(x).dtype), hyper)
+  return jax.tree.map(lambda x: np.asarray(x, dtype if np.asarray(x).dtype.kind == 'f'
+                                           else np.asarray(x).dtype), hyper)
 
 
 def _blocks(x, n, k):
   return x.reshape((n, k) + x.shape[1:])
 
 
-def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=jnp.float32):
+def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=np.float32):
   sel = (lambda a: a) if index is None else (lambda a: a[index])
-  return Targets(joints=jnp.asarray(sel(prep.targets), dtype),
-                 weight=jnp.asarray(sel(prep.weight), dtype),
-                 observed=jnp.asarray(sel(prep.observed), dtype),
-                 exists=jnp.asarray(sel(prep.exists), dtype),
-                 contact=jnp.asarray(sel(prep.contact), dtype),
-                 trans_prior=jnp.asarray(sel(trans_prior), dtype))
+  return Targets(joints=np.asarray(sel(prep.targets), dtype),
+                 weight=np.asarray(sel(prep.weight), dtype),
+                 observed=np.asarray(sel(prep.observed), dtype),
+                 exists=np.asarray(sel(prep.exists), dtype),
+                 contact=np.asarray(sel(prep.contact), dtype),
+                 trans_prior=np.asarray(sel(trans_prior), dtype))
+
+
+def _call(fn, args, static=None, timings=None, name=None):
+  """compiled.call with host (NumPy) results: the glue between stages stays
+  on the host, so no operation outside the compiled programs is traced or
+  compiled (each would cost milliseconds to compile in every process)."""
+  return jax.tree.map(np.asarray, compiled.call(fn, args, static, timings, name))
+
+
+_axis_angle_jit = jax.jit(matrix_to_axis_angle)
 
 
 class _StageRunner:
@@ -128,15 +138,20 @@ class _StageRunner:
   def __init__(self, model, structure, timings):
     self.model, self.structure, self.timings = model, structure, timings
 
-  def __call__(self, name, betas, offsets, poses, trans, targets, hyper, num_blocks):
-    """Returns (betas, poses, trans, loss); offsets stay as they are (multiplier 0)."""
+  def program(self, betas, offsets, poses, trans, targets, hyper, num_blocks):
+    """(fn, args, static) of the core on this layout (for compiled.call/prefetch)."""
     k = poses.shape[0] // num_blocks
     args = (self.model, betas, offsets, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
             jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
-            empty_anchor(len(self.structure.smpl_index), poses.dtype), hyper)
-    betas, _, poses_b, trans_b, losses = compiled.call(
-        fit_blocks, args, dict(structure=self.structure), self.timings, name)
-    return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(jnp.sum(losses))
+            jax.tree.map(np.asarray, empty_anchor(len(self.structure.smpl_index), poses.dtype)),
+            hyper)
+    return fit_blocks, args, dict(structure=self.structure)
+
+  def __call__(self, name, betas, offsets, poses, trans, targets, hyper, num_blocks):
+    """Returns (betas, poses, trans, loss); offsets stay as they are (multiplier 0)."""
+    betas, _, poses_b, trans_b, losses = _call(
+        *self.program(betas, offsets, poses, trans, targets, hyper, num_blocks), self.timings, name)
+    return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(np.sum(losses))
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
@@ -160,10 +175,10 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   float64 (options.dtype) needs jax_enable_x64 on before any array is made.
   """
   model = joint_model(model)  # fitting never touches vertices
-  dtype = jnp.float64 if options.dtype == 'float64' else jnp.float32
-  if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+  dtype = np.float64 if options.dtype == 'float64' else np.float32
+  if dtype == np.float64 and not jax.config.jax_enable_x64:
     raise ValueError('dtype float64 needs jax.config.update("jax_enable_x64", True) first')
-  model = jax.tree.map(lambda a: jnp.asarray(a, dtype), model)
+  model = jax.tree.map(lambda a: jax.device_put(np.asarray(a, dtype)), model)
   progress = progress or (lambda stage: None)
   timings: Dict[str, float] = {}
   losses: Dict[str, float] = {}
@@ -173,8 +188,8 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   nb = model.num_betas
   basis = whitening_basis(model, structure.smpl_index) if options.whiten_betas else np.eye(nb)
   init, shape = options.init, options.shape
-  all_frames = jnp.asarray(prep.init_weight, dtype)
-  filled = jnp.asarray(prep.filled, dtype)
+  all_frames = np.asarray(prep.init_weight, dtype)
+  filled = np.asarray(prep.filled, dtype)
   sample = _sample_frames(prep, shape.frames)
   init_weights = stage_hyper(options, 'init', nb, 0.0, dtype=dtype).weights
   index = structure.smpl_index
@@ -183,48 +198,83 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   active = moving_joints(model.parents, index, structure.offset_joints)
   hyper = lambda stage, betas_lr, **kw: stage_hyper(options, stage, nb, betas_lr, dtype=dtype,
                                                      active_joints=active, **kw)
-  offsets = jnp.zeros((len(index), 3), dtype)
+  offsets = np.zeros((len(index), 3), dtype)
+  sequential = options.variant == 'sequential'
+
+  def lm_program(betas, poses, trans, targets, iters):
+    return (lm_frames, (model, betas, offsets, poses, trans, targets, init_weights, np.int32(iters)),
+            dict(structure=structure, terms=init.terms))
+
+  def joint_lm_program(betas, poses, trans, targets):
+    return (joint_lm, (model, betas, offsets, poses, trans, targets, options.loss,
+                       np.int32(shape.joint_iters), np.asarray(options.offset_bound, dtype),
+                       np.asarray(shape.beta_bound, dtype)), dict(structure=structure))
+
+  def prefetch():
+    # Lower the default path's programs now and compile them on worker threads
+    # while the next is lowered (shapes are known before any value is): a cold
+    # process compiles them in parallel instead of one stage at a time.
+    betas, poses = np.zeros((nb,), dtype), np.zeros((t_pad, 24, 3), dtype)
+    trans = np.zeros((t_pad, 3), dtype)
+    targets = _targets(prep, trans, dtype=dtype)
+    chunk = lambda a: a[:LM_CHUNK] if len(a) >= LM_CHUNK else np.resize(a, (LM_CHUNK,) + a.shape[1:])
+    programs = []
+    if init.solver == 'lm':
+      programs.append(lm_program(betas, chunk(poses), chunk(trans), jax.tree.map(chunk, targets),
+                                 init.iters))
+    if shape.method == 'joint_lm':
+      programs.append(joint_lm_program(betas, poses, trans, targets))
+    if options.pose.iters and sequential:
+      programs.append(run.program(betas, offsets, poses, trans, targets,
+                                  hyper('pose', 0.0, iters=0), t_pad))
+    programs.append(run.program(betas, offsets, poses, trans, targets,
+                                hyper('sequence', options.sequence.betas_lr, beta_basis=basis), 1))
+    programs.append((continuous_axis_angle, (poses,), {}))
+    programs.append((_posed, (model, betas, offsets, poses, trans), dict(structure=structure)))
+    for fn, args, static in programs:
+      compiled.prefetch(fn, args, static, timings)
+
+  prefetch()
 
   def lm(name, betas, poses, trans, targets, iters):
     # Frames are independent here: one executable for fixed chunks of LM_CHUNK
     # frames serves every trial length and the shape sample (one compilation).
     n = poses.shape[0]
     padded = -(-n // LM_CHUNK) * LM_CHUNK
-    pad = lambda a: jnp.concatenate([a, jnp.zeros((padded - n,) + a.shape[1:], a.dtype)])
+    pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
     poses_p, trans_p = pad(poses), pad(trans)
     targets_p = jax.tree.map(pad, targets)
     out_poses, out_trans, cost = [], [], 0.0
     for start in range(0, padded, LM_CHUNK):
       chunk = slice(start, start + LM_CHUNK)
-      p, t, c = compiled.call(
-          lm_frames, (model, betas, offsets, poses_p[chunk], trans_p[chunk],
-                      jax.tree.map(lambda a: a[chunk], targets_p), init_weights, np.int32(iters)),
-          dict(structure=structure, terms=init.terms), timings, name)
+      p, t, c = _call(*lm_program(betas, poses_p[chunk], trans_p[chunk],
+                                  jax.tree.map(lambda a: a[chunk], targets_p), iters), timings, name)
       out_poses.append(p)
       out_trans.append(t)
-      cost += float(jnp.sum(c))
+      cost += float(np.sum(c))
     losses[name] = cost
-    return jnp.concatenate(out_poses)[:n], jnp.concatenate(out_trans)[:n]
+    return np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
 
   def posed_root(name, betas, poses, frames_filled, frames_weight):
-    rot, trans = compiled.call(root_initialisation_jit,
-                               (model, betas, frames_filled, frames_weight),
-                               dict(smpl_index=index), timings, name)
-    return poses.at[:, 0].set(matrix_to_axis_angle(rot)), trans
+    rot, trans = _call(root_initialisation_jit, (model, betas, frames_filled, frames_weight),
+                       dict(smpl_index=index), timings, name)
+    poses = poses.copy()
+    poses[:, 0] = _call(_axis_angle_jit, (rot,), None, timings, name)
+    return poses, trans
 
   # Stage 1: initial pose of every frame (frames are independent here).
   progress('init')
-  betas = jnp.zeros((nb,), dtype)
+  betas = np.zeros((nb,), dtype)
   if shape.method != 'adam':  # pose-free shape from rigidly linked joint distances
     pairs = rigid_pairs(structure.smpl_index, model.parents)
     distances, pair_weight = target_distances(prep, pairs)
-    betas = compiled.call(shape_from_distances_jit,
-                          (model, jnp.asarray(distances, dtype), jnp.asarray(pair_weight, dtype)),
+    betas = _call(shape_from_distances_jit,
+                          (model, np.asarray(distances, dtype), np.asarray(pair_weight, dtype)),
                           dict(pairs=pairs, smpl_index=index,
                                ridge=options.loss.shape_prior), timings, 'init')
   inactive = np.setdiff1d(np.arange(24), active)
-  poses = jnp.zeros((t_pad, 24, 3), dtype).at[:, inactive].set(
-      jnp.asarray(REST_POSE[inactive], dtype))
+  poses = np.zeros((t_pad, 24, 3), dtype)
+  poses[:, inactive] = REST_POSE[inactive]
   if init.root == 'kabsch':
     poses, trans = posed_root('init', betas, poses, filled, all_frames)
   else:  # the reference: zero rotation, translation from the pelvis target
@@ -242,18 +292,15 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   shape_targets = _targets(prep, trans_prior, sample, dtype)
   if shape.method == 'joint_lm':
     # Every frame's pose, the betas and the offsets in one Gauss-Newton solve.
-    betas, offsets, poses, trans, cost = compiled.call(
-        joint_lm, (model, betas, offsets, poses, trans, targets, options.loss,
-                   np.int32(shape.joint_iters), jnp.asarray(options.offset_bound, dtype),
-                   jnp.asarray(shape.beta_bound, dtype)),
-        dict(structure=structure), timings, 'shape')
+    betas, offsets, poses, trans, cost = _call(*joint_lm_program(betas, poses, trans, targets),
+                                               timings, 'shape')
     losses['shape'] = float(cost)
   elif shape.method == 'closed_form':
     # Exact least-squares betas for the sample's rotations, alternated with
     # per-frame LM of the sample; then every frame is re-solved for that shape.
     sample_poses, sample_trans = poses[sample], trans[sample]
     for _ in range(shape.rounds):
-      betas = compiled.call(solve_betas_jit,
+      betas = _call(solve_betas_jit,
                             (model, sample_poses, shape_targets.joints, shape_targets.weight),
                             dict(smpl_index=index, ridge=options.loss.shape_prior),
                             timings, 'shape')
@@ -268,9 +315,9 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
     betas, sample_poses, sample_trans, losses['shape'] = run(
         'shape', betas, offsets, poses[sample], trans[sample], shape_targets,
         hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=basis), 1)
-    poses, trans = poses.at[sample].set(sample_poses), trans.at[sample].set(sample_trans)
+    poses, trans = poses.copy(), trans.copy()
+    poses[sample], trans[sample] = sample_poses, sample_trans
 
-  sequential = options.variant == 'sequential'
   for p in range(options.max_passes):
     suffix = '' if p == 0 else f'_pass{p + 1}'
     pose_iters = options.pose.iters if p == 0 else options.pose.iters // 2
@@ -288,9 +335,8 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
         hyper('sequence', options.sequence.betas_lr, beta_basis=basis), 1)
 
   n = prep.num_frames
-  poses = compiled.call(continuous_axis_angle, (poses,))  # no 2 pi jumps between frames
-  joints, points = compiled.call(_posed, (model, betas, offsets, poses, trans),
-                                 dict(structure=structure))
+  poses = _call(continuous_axis_angle, (poses,))  # no 2 pi jumps between frames
+  joints, points = _call(_posed, (model, betas, offsets, poses, trans), dict(structure=structure))
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
   return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
                    trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],
