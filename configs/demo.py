@@ -2,7 +2,8 @@
 
 With no --config.input, the synthetic demo .b3d subject (Rajagopal skeleton,
 treadmill walking and overground running) is generated on first use and
-fitted with the generated jaxfit demo body (not SMPL).
+fitted with the generated jaxfit demo body (not SMPL), then reported
+(outputs/demo/index.html).
 """
 
 from jaxfit.config import base_config
@@ -13,4 +14,5 @@ def get_config():
   config.input = ''
   config.model_path = ''
   config.output_dir = 'outputs/demo'
+  config.report = True   # outputs/demo/index.html, report.html, GIF, meshes
   return config

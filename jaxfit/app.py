@@ -1,6 +1,7 @@
-"""The fitting job at the edges: find inputs, load, fit, measure, write, report.
+"""The fitting job at the edges: find inputs, load, fit one trial, measure, write.
 
-Everything here is I/O and reporting; the maths lives in jaxfit.fit.
+Everything here is I/O; the maths lives in jaxfit.fit and the dataset-level
+orchestration (resuming, summary, progress, engines) in jaxfit.dataset.
 """
 
 import hashlib
@@ -21,11 +22,11 @@ from jaxfit.io.results import trial_dir, write_trial_outputs
 from jaxfit.io.smpl_file import load_body_model
 from jaxfit.metrics import fit_metrics
 
-STAGE_ORDER = ('init', 'shape', 'pose', 'sequence')
 MAX_PLAUSIBLE_BETA = 3.0  # SMPL betas are standard-normal: beyond 3 the mesh is a monster
 
 
-def _sha256(path):
+def file_sha256(path):
+  """sha256 hex digest of a file's bytes."""
   digest = hashlib.sha256()
   with open(path, 'rb') as f:
     for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -49,7 +50,7 @@ def load_model(settings: Settings):
     path = ensure_demo_body()
   model = load_body_model(path, settings.num_betas,
                           np.float64 if settings.fit.dtype == 'float64' else np.float32)
-  return model, dict(name=model.name, sha256=_sha256(path), path=os.path.abspath(path),
+  return model, dict(name=model.name, sha256=file_sha256(path), path=os.path.abspath(path),
                      is_demo_body=not settings.model_path)
 
 
@@ -86,127 +87,89 @@ def read_trials(path, settings: Settings):
   return trials
 
 
-def _bar(done, total, width=20):
-  filled = int(round(width * done / max(total, 1)))
-  return '[' + '#' * filled + '-' * (width - filled) + f'] {done}/{total}'
-
-
 def configure_jax(settings: Settings):
   """Before any array exists: float64 when asked, and the persistent
   compilation cache (compile once per config, across runs)."""
   import jax  # pylint: disable=import-outside-toplevel
+  from jaxfit.fit import compiled  # pylint: disable=import-outside-toplevel
+  from jaxfit.io.executable_store import DiskExecutableStore  # pylint: disable=import-outside-toplevel
   jax.config.update('jax_enable_x64', settings.fit.dtype == 'float64')
   if settings.compilation_cache_dir == 'none':
+    compiled.set_store(None)
     return
   from jaxfit.demo.body_model import demo_body_path  # pylint: disable=import-outside-toplevel
   directory = settings.compilation_cache_dir or os.path.join(
       os.path.dirname(demo_body_path()), 'xla')
-  jax.config.update('jax_compilation_cache_dir', directory)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  # Whole compiled executables, so a later process skips tracing, lowering and
+  # compiling. (JAX's own persistent cache stays off: an executable it loaded
+  # cannot be serialized again on CPU, and this store covers what it would.)
+  compiled.set_store(DiskExecutableStore(os.path.join(directory, 'executables')))
 
 
-def run_job(settings: Settings, config_dict) -> List[dict]:
-  """Fits every trial of every input. Returns one summary row per trial.
+def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
+                  provenance) -> dict:
+  """Prepares, fits, measures and writes one trial (outputs written atomically).
 
-  Bad inputs are reported (one line each) and skipped; rows carry an 'error'.
+  Returns its metrics dict. Raises JaxfitInputError for an unusable trial.
+  provenance: dict(input_path, input_sha256, config_sha256) recorded in
+  metrics.json, so a later run can tell the outputs are complete and current.
   """
-  configure_jax(settings)
-  model, model_info = load_model(settings)
-  logging.info('body model %s (%d vertices, %d betas, %s)', model_info['name'],
-               model.num_vertices, model.num_betas, model.gender)
-  inputs = find_inputs(settings)
-  if model_info['is_demo_body'] and settings.input:
-    logging.warning('%s', DEMO_BODY_WARNING)
-  rows = []
-  for file_index, path in enumerate(inputs):
-    logging.info('%s input %s', _bar(file_index, len(inputs)), path)
-    try:
-      trials = read_trials(path, settings)
-    except JaxfitInputError as e:
-      logging.error('%s', e)
-      rows.append(dict(subject=os.path.basename(path), trial='-', error=str(e)))
-      continue
-    for trial in trials:
-      label = f'{trial.subject}/{trial.name}'
-      try:
-        prep = prepare_trial(trial, settings.prepare, model.parents)
-      except JaxfitInputError as e:
-        logging.error('%s', e)
-        rows.append(dict(subject=trial.subject, trial=trial.name, error=str(e)))
-        continue
-      if prep.mapping.ignored:
-        logging.info('%s: joints not fitted (no SMPL counterpart): %s', label,
-                     ', '.join(prep.mapping.ignored))
-      missing = int(prep.num_frames - prep.num_valid_frames)
-      if missing or not prep.valid.all():
-        logging.warning('%s: %d of %d frames lack joints, %d joint samples missing; they are '
-                        'masked and filled by the temporal terms', label, missing,
-                        prep.num_frames, int((~prep.valid).sum()))
-      t0 = time.perf_counter()
-      done = []
-
-      def progress(stage):
-        done.append(stage)
-        logging.info('  %s %s stage %s', label, _bar(len(done) - 1, len(STAGE_ORDER) + 2 * (settings.fit.max_passes - 1)), stage)
-
-      result = fit_trial(model, prep, settings.fit, progress)
-      wall = time.perf_counter() - t0
-      idx = list(prep.structure.smpl_index)
-      n = prep.num_frames
-      # The fitted points are the SMPL joints plus the learned correspondence
-      # offsets; the raw SMPL joints are reported beside them.
-      metrics = fit_metrics(result.points, prep.targets[:n], prep.valid, trial.fps,
-                            prep.mapping.source_names)
-      raw = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
+  label = f'{trial.subject}/{trial.name}'
+  prep = prepare_trial(trial, settings.prepare, model.parents)
+  if prep.mapping.ignored:
+    logging.info('%s: joints not fitted (no SMPL counterpart): %s', label,
+                 ', '.join(prep.mapping.ignored))
+  missing = int(prep.num_frames - prep.num_valid_frames)
+  if missing or not prep.valid.all():
+    logging.warning('%s: %d of %d frames lack joints, %d joint samples missing; they are '
+                    'masked and filled by the temporal terms', label, missing,
+                    prep.num_frames, int((~prep.valid).sum()))
+  t0 = time.perf_counter()
+  result = fit_trial(model, prep, settings.fit,
+                     lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
+  wall = time.perf_counter() - t0
+  idx = list(prep.structure.smpl_index)
+  n = prep.num_frames
+  # The fitted points are the SMPL joints plus the learned correspondence
+  # offsets; the raw SMPL joints are reported beside them.
+  metrics = fit_metrics(result.points, prep.targets[:n], prep.valid, trial.fps,
                         prep.mapping.source_names)
-      metrics['smpl_joints'] = {k: raw[k] for k in ('mpjpe_mm', 'pa_mpjpe_mm', 'per_joint_mpjpe_mm')}
-      metrics['offsets_mm'] = {prep.mapping.source_names[m]: [round(1000 * float(v), 2)
-                                                               for v in result.offsets[m]]
-                               for m in prep.structure.offset_joints}
-      metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
-      metrics['time_s']['wall'] = round(wall, 4)
-      metrics['contact_source'] = prep.contact_source
-      metrics['missing_frames'] = missing
-      metrics['variant'] = settings.fit.variant
-      metrics['joint_centre_source'] = trial.joint_centre_source or 'file'
-      metrics['unmapped_joints'] = list(prep.mapping.ignored)
-      metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
-                                   is_demo_body=model_info['is_demo_body'])
-      metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
-      if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
-        logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
-                        'standard-normal); check the joint mapping and the model file', label,
-                        metrics['max_abs_beta'], MAX_PLAUSIBLE_BETA)
-      metrics['dtype'] = str(result.poses.dtype)
-      if model_info['is_demo_body']:
-        metrics['warning'] = DEMO_BODY_WARNING
-      out = trial_dir(settings.output_dir, trial.subject, trial.name)
-      write_trial_outputs(
-          out, betas=result.betas, poses=result.poses, trans=result.trans,
-          gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
-          metrics=metrics, config=config_dict, contact_source=prep.contact_source,
-          offsets=result.offsets, offset_joints=prep.structure.offset_joints)
-      logging.info('  %s done: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@100 %.3f, %d frames, '
-                   '%.2f s (+%.1f s compile) -> %s', label, metrics['mpjpe_mm'],
-                   metrics['pa_mpjpe_mm'], metrics['pck_100mm'], n,
-                   result.time_s['total'], result.time_s.get('compile_s', 0.0), out)
-      rows.append(dict(subject=trial.subject, trial=trial.name, frames=n,
-                       mpjpe_mm=metrics['mpjpe_mm'], pa_mpjpe_mm=metrics['pa_mpjpe_mm'],
-                       pck_100mm=metrics['pck_100mm'], time_s=result.time_s['total'],
-                       compile_s=result.time_s.get('compile_s', 0.0), output=out))
-  return rows
-
-
-def summary_table(rows) -> str:
-  """A plain-text table of the run."""
-  header = f'{"subject":24s} {"trial":24s} {"frames":>6s} {"MPJPE mm":>9s} {"PA mm":>7s} {"PCK100":>6s} {"fit s":>7s} {"compile s":>9s}'
-  lines = [header, '-' * len(header)]
-  for r in rows:
-    if 'error' in r:
-      lines.append(f'{r["subject"][:24]:24s} {r["trial"][:24]:24s} FAILED: {r["error"]}')
-    else:
-      lines.append(f'{r["subject"][:24]:24s} {r["trial"][:24]:24s} {r["frames"]:6d} '
-                   f'{r["mpjpe_mm"]:9.2f} {r["pa_mpjpe_mm"]:7.2f} {r["pck_100mm"]:6.3f} '
-                   f'{r["time_s"]:7.2f} {r["compile_s"]:9.1f}')
-  return '\n'.join(lines)
+  raw = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
+                    prep.mapping.source_names)
+  metrics['smpl_joints'] = {k: raw[k] for k in ('mpjpe_mm', 'pa_mpjpe_mm', 'per_joint_mpjpe_mm')}
+  metrics['offsets_mm'] = {prep.mapping.source_names[m]: [round(1000 * float(v), 2)
+                                                           for v in result.offsets[m]]
+                           for m in prep.structure.offset_joints}
+  metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
+  metrics['time_s']['wall'] = round(wall, 4)
+  metrics['contact_source'] = prep.contact_source
+  metrics['missing_frames'] = missing
+  metrics['variant'] = settings.fit.variant
+  metrics['joint_centre_source'] = trial.joint_centre_source or 'file'
+  metrics['unmapped_joints'] = list(prep.mapping.ignored)
+  metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
+                               is_demo_body=model_info['is_demo_body'])
+  metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
+  if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
+    logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
+                    'standard-normal); check the joint mapping and the model file', label,
+                    metrics['max_abs_beta'], MAX_PLAUSIBLE_BETA)
+  metrics['dtype'] = str(result.poses.dtype)
+  if model_info['is_demo_body']:
+    metrics['warning'] = DEMO_BODY_WARNING
+  metrics['subject'], metrics['trial'] = trial.subject, trial.name
+  metrics['provenance'] = dict(provenance)
+  out = trial_dir(settings.output_dir, trial.subject, trial.name)
+  write_trial_outputs(
+      out, betas=result.betas, poses=result.poses, trans=result.trans,
+      gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
+      metrics=metrics, config=config_dict, contact_source=prep.contact_source,
+      offsets=result.offsets, offset_joints=prep.structure.offset_joints,
+      trajectories=dict(targets=prep.targets[:n], fitted=result.points, valid=prep.valid,
+                        smpl_joints=result.joints, contact=prep.contact[:n] > 0.5,
+                        bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)))
+  logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@100 %.3f, %d frames, '
+               '%.2f s (+%.1f s compile) -> %s', label, metrics['mpjpe_mm'],
+               metrics['pa_mpjpe_mm'], metrics['pck_100mm'], n,
+               result.time_s['total'], result.time_s.get('compile_s', 0.0), out)
+  return metrics

@@ -7,7 +7,7 @@ validated settings; no ConfigDict goes past this module.
 """
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 import ml_collections
 import numpy as np
@@ -20,6 +20,16 @@ from jaxfit.fit.options import (FitOptions, InitOptions, OptionError, PoseOption
 from jaxfit.fit.types import LOSS_TERMS, LossWeights
 from jaxfit.io.b3d_native import JOINT_CENTRE_SOURCES
 from jaxfit.prepare import DEFAULT_OFFSET_JOINTS, PrepareOptions
+from jaxfit.report import ReportOptions
+
+ENGINES = ('local', 'ray')
+# Fields that decide where and how a run happens but not what a trial's fit
+# is: left out of the config hash that resumable runs compare (the model
+# file counts by its sha256, not its path).
+RUN_ONLY_FIELDS = ('input', 'output_dir', 'model_path', 'trials', 'read_timeout_s',
+                   'compilation_cache_dir', 'engine', 'ray_address', 'ray_cpus_per_task',
+                   'ray_gpus_per_task', 'resume', 'progress', 'report', 'report_mesh_frames',
+                   'report_animation_s')
 
 # Groups of SMPL joints for per-joint learning-rate multipliers.
 JOINT_GROUPS = {
@@ -56,10 +66,28 @@ def base_config() -> ml_collections.ConfigDict:
   c.read_timeout_s = 600.0  # a .b3d read that takes longer is stopped (corrupt file)
   c.max_frames = 0        # > 0: fit only the first max_frames frames of each trial
   c.variant = 'simultaneous'  # or 'sequential' (stage 3 frame by frame)
-  c.frame_bucket = 128    # trial lengths are padded up to a multiple (no recompiles)
+  c.frame_bucket = 128    # padding unit: lengths are padded to a few fixed multiples (prepare.padded_length)
   c.dtype = 'float32'     # or 'float64' (enables jax_enable_x64 for the run)
   # Persistent XLA compilation cache: '' = ~/.cache/jaxfit/xla, 'none' = off.
   c.compilation_cache_dir = ''
+  # Dataset runs: 'local' (this process) or 'ray' (one task per input file,
+  # pip install 'jaxfit[ray]'); ray_address '' starts Ray on this machine,
+  # 'auto' joins a running cluster. Each task asks for ray_cpus_per_task CPUs
+  # and ray_gpus_per_task GPUs (-1: one GPU where the cluster has GPUs, else 0).
+  c.engine = 'local'
+  c.ray_address = ''
+  c.ray_cpus_per_task = 1.0
+  c.ray_gpus_per_task = -1.0
+  # Re-running skips trials whose outputs are complete and were made from the
+  # same input file and config (hashes in metrics.json); False refits everything.
+  c.resume = True
+  c.progress = True       # a dataset progress bar on a terminal (never in logs/pipes)
+  # After fitting: plots, a skeleton GIF, meshes (.obj frames, a .glb animation)
+  # and report.html per subject, index.html per run (pip install 'jaxfit[report]';
+  # later: python -m jaxfit.report <output_dir>).
+  c.report = False
+  c.report_mesh_frames = 3     # .obj meshes per trial, evenly spaced (0 = none)
+  c.report_animation_s = 6.0   # seconds of each trial in the skeleton GIF (real speed)
   c.joint_map = ml_collections.ConfigDict(DEFAULT_JOINT_MAP)
   # Per-SMPL-joint weights of the position term (e.g. --config.joint_weights.left_wrist=0.5).
   c.joint_weights = ml_collections.ConfigDict({n: 1.0 for n in SMPL_JOINT_NAMES})
@@ -128,6 +156,13 @@ class Settings:
   joint_centres: str
   read_timeout_s: float
   compilation_cache_dir: str
+  engine: str
+  ray_address: str
+  ray_cpus_per_task: float
+  ray_gpus_per_task: float
+  resume: bool
+  progress: bool
+  report: Optional[ReportOptions]   # None: no report
   prepare: PrepareOptions
   fit: FitOptions
 
@@ -154,6 +189,13 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   _check(c.joint_centres in JOINT_CENTRE_SOURCES, 'joint_centres',
          f'must be one of {JOINT_CENTRE_SOURCES}, got {c.joint_centres!r}')
   _check(c.read_timeout_s > 0, 'read_timeout_s', f'must be > 0, got {c.read_timeout_s}')
+  _check(c.engine in ENGINES, 'engine', f'must be one of {ENGINES}, got {c.engine!r}')
+  _check(isinstance(c.report_mesh_frames, int) and c.report_mesh_frames >= 0,
+         'report_mesh_frames', f'must be an integer >= 0, got {c.report_mesh_frames!r}')
+  _check(c.report_animation_s > 0, 'report_animation_s', f'must be > 0, got {c.report_animation_s}')
+  _check(c.ray_cpus_per_task > 0, 'ray_cpus_per_task', f'must be > 0, got {c.ray_cpus_per_task}')
+  _check(c.ray_gpus_per_task == -1 or c.ray_gpus_per_task >= 0, 'ray_gpus_per_task',
+         f'must be >= 0 or -1 (auto), got {c.ray_gpus_per_task}')
   weights = np.ones(len(SMPL_JOINT_NAMES))
   for name, w in c.joint_weights.items():
     _check(name in SMPL_JOINT_NAMES, f'joint_weights.{name}', 'not an SMPL joint name')
@@ -191,4 +233,10 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       input=str(c.input), output_dir=str(c.output_dir), model_path=str(c.model_path),
       num_betas=int(c.num_betas), trials=trials, processing_pass=str(c.processing_pass),
       joint_centres=str(c.joint_centres), read_timeout_s=float(c.read_timeout_s),
-      compilation_cache_dir=str(c.compilation_cache_dir), prepare=prepare, fit=fit)
+      compilation_cache_dir=str(c.compilation_cache_dir), engine=str(c.engine),
+      ray_address=str(c.ray_address), ray_cpus_per_task=float(c.ray_cpus_per_task),
+      ray_gpus_per_task=float(c.ray_gpus_per_task), resume=bool(c.resume),
+      progress=bool(c.progress),
+      report=ReportOptions(mesh_frames=c.report_mesh_frames,
+                           animation_s=float(c.report_animation_s)) if c.report else None,
+      prepare=prepare, fit=fit)

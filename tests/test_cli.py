@@ -36,8 +36,14 @@ def test_fits_a_b3d_subject_and_writes_the_output_contract(tmp_path, demo_b3d, c
   assert 'summary' in proc.stderr and 'MPJPE' in proc.stderr
   for trial, data in truth.items():
     d = out / 'subject01' / trial
-    assert sorted(os.listdir(d)) == ['config.json', 'metrics.json', 'params.npz']
+    assert sorted(os.listdir(d)) == ['config.json', 'joints.npz', 'metrics.json', 'params.npz']
     frames = len(data['joint_centres'])
+    with np.load(d / 'joints.npz') as j:   # what the fit was compared with
+      names = list(j['joint_names'])
+      assert j['targets'].shape == j['fitted'].shape == (frames, len(names), 3)
+      assert j['valid'].shape == (frames, len(names)) and j['contact'].shape == (frames, 2)
+      assert j['smpl_joints'].shape == (frames, 24, 3) and float(j['fps']) == {'walk': 100.0, 'run': 150.0}[trial]
+      err_mm = 1000 * np.linalg.norm(j['fitted'] - j['targets'], axis=-1)[j['valid']].mean()
     with np.load(d / 'params.npz') as p:
       assert p['betas'].shape == (10,) and p['poses'].shape == (frames, 72)
       assert p['trans'].shape == (frames, 3) and str(p['gender']) == 'neutral'
@@ -49,6 +55,7 @@ def test_fits_a_b3d_subject_and_writes_the_output_contract(tmp_path, demo_b3d, c
                 'per_joint_mpjpe_mm', 'frames', 'time_s'):
       assert key in metrics
     assert metrics['frames'] == frames and metrics['contact_source'] == 'file'
+    assert abs(err_mm - metrics['mpjpe_mm']) < 0.01
     # Regression bar on the Rajagopal demo with the demo body (README states it).
     assert metrics['mpjpe_mm'] < 16.0 and metrics['pck_100mm'] == 1.0
     config = json.loads((d / 'config.json').read_text())
@@ -101,7 +108,10 @@ def test_corrupt_b3d_names_the_file_and_writes_nothing(tmp_path, cache):
   proc = _run(f'--config.input={bad}', f'--config.output_dir={out}', cache=cache)
   assert proc.returncode == 1
   _one_clear_error(proc, str(bad))
-  assert not out.exists() or not any(out.iterdir())
+  # No trial output; the run's summary lists the failure.
+  assert sorted(os.listdir(out)) == ['summary.csv', 'summary.json']
+  failed = json.loads((out / 'summary.json').read_text())['trials']
+  assert [r['status'] for r in failed] == ['failed'] and str(bad) in failed[0]['error']
 
 
 def test_wrong_model_file(tmp_path, cache):
@@ -162,7 +172,7 @@ def test_a_folder_with_broken_files_fits_the_good_ones(tmp_path, cache):
   proc = _run(f'--config.input={folder}', f'--config.output_dir={out}', cache=cache)
   assert proc.returncode == 1
   _one_clear_error(proc, 'a_truncated.b3d', 'b_flipped.b3d')
-  assert sorted(os.listdir(out)) == ['c_good']
+  assert sorted(os.listdir(out)) == ['c_good', 'summary.csv', 'summary.json']
   assert sorted(os.listdir(out / 'c_good')) == ['DJ1', 'walking2']
 
 

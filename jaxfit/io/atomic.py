@@ -5,6 +5,21 @@ import os
 import shutil
 import tempfile
 
+# In the name of every temporary a write makes (and leaves behind only when
+# the process is killed): jaxfit.dataset removes them before a run.
+TEMP_MARK = '.jaxfit-tmp'
+
+
+def _umask():
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# mkstemp/mkdtemp make private (0600/0700) temporaries; outputs get the
+# permissions an ordinary file or folder would (readable by a cluster's users).
+_UMASK = _umask()
+
 
 @contextlib.contextmanager
 def atomic_write(path):
@@ -12,9 +27,9 @@ def atomic_write(path):
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
-                             suffix='.tmp', dir=directory)
+  fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + TEMP_MARK, dir=directory)
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_UMASK)
   try:
     yield tmp
     os.replace(tmp, path)
@@ -29,11 +44,12 @@ def atomic_directory(path):
   path = os.path.abspath(os.fspath(path))
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.', dir=parent)
+  tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + TEMP_MARK, dir=parent)
+  os.chmod(tmp, 0o777 & ~_UMASK)
   try:
     yield tmp
     if os.path.isdir(path):
-      old = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + '.old.', dir=parent)
+      old = tempfile.mkdtemp(prefix='.' + os.path.basename(path) + TEMP_MARK + '-old', dir=parent)
       os.rmdir(old)
       os.replace(path, old)
       os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""Writing fit outputs: <output_dir>/<subject>/<trial>/{params.npz,metrics.json,config.json}.
+"""Writing fit outputs: <output_dir>/<subject>/<trial>/{params.npz,joints.npz,metrics.json,config.json}.
 
 The trial directory is written whole into a temporary directory and renamed
 into place, so a crash never leaves a half-written result.
@@ -40,13 +40,17 @@ def _json_ready(obj):
 
 
 def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, model_info,
-                        metrics, config, contact_source, offsets, offset_joints=()):
+                        metrics, config, contact_source, offsets, offset_joints=(),
+                        trajectories=None):
   """Writes one trial's outputs atomically into directory `path`.
 
   betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL world frame); mapping:
   JointMapping; model_info: dict(name, sha256, path); offsets [M,3] m, the
   learned correspondence offsets of the mapped joints listed in
   offset_joints (mapped indices), in their SMPL joint's frame.
+  trajectories: dict for joints.npz (what the fit was compared with, for
+  reports): targets [T,M,3], fitted [T,M,3], valid [T,M], smpl_joints
+  [T,24,3], contact [T,2], bones [K,2] (SMPL world frame, metres).
   """
   learned = np.zeros(len(mapping.source_names), bool)
   learned[list(offset_joints)] = True
@@ -67,6 +71,13 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
           # joint's global rotation), constant over the trial; zero where not learned.
           joint_offsets=np.asarray(offsets, np.float64), joint_offset_learned=learned,
           contact_source=np.array(contact_source))
+    if trajectories is not None:
+      with open(os.path.join(tmp, 'joints.npz'), 'wb') as f:
+        np.savez_compressed(
+            f, joint_names=np.array(mapping.source_names), smpl_names=np.array(mapping.smpl_names),
+            fps=np.array(float(fps)),
+            **{k: np.asarray(v, np.float32 if np.asarray(v).dtype.kind == 'f' else None)
+               for k, v in trajectories.items()})
     with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:
       json.dump(_json_ready(metrics), f, indent=1, allow_nan=False)
     with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
