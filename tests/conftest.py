@@ -36,6 +36,13 @@ def _isolated_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def executable_cache(tmp_path_factory):
+  """One store of compiled programs for the CLI runs of the session (a fresh
+  one, never the user's): each trial-length bucket is compiled once."""
+  return str(tmp_path_factory.mktemp('executables'))
+
+
+@pytest.fixture(scope='session')
 def demo_body_file():
   from jaxfit.demo.body_model import ensure_demo_body
   return ensure_demo_body()

@@ -23,8 +23,8 @@ def _run(*flags, cache):
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('xla'))
+def cache(executable_cache):
+  return executable_cache
 
 
 def test_fits_a_b3d_subject_and_writes_the_output_contract(tmp_path, demo_b3d, cache):

@@ -53,8 +53,8 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('executables'))
+def cache(executable_cache):
+  return executable_cache
 
 
 @pytest.fixture(scope='module')
@@ -67,8 +67,13 @@ def reference(dataset, cache, tmp_path_factory):
 
 
 def _trial_dirs(out):
-  return sorted(os.path.relpath(root, out) for root, _, files in os.walk(out)
-                if 'params.npz' in files)
+  """Finished trial folders (not the temporaries of a write in progress)."""
+  found = []
+  for root, dirs, files in os.walk(out):
+    dirs[:] = [d for d in dirs if TEMP_MARK not in d]
+    if 'params.npz' in files:
+      found.append(os.path.relpath(root, out))
+  return sorted(found)
 
 
 def _summary(out):

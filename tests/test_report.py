@@ -22,22 +22,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = 60
 
 
-def _run(module_args, cache=None):
+def _run(module_args):
   return subprocess.run([sys.executable, '-m', *module_args], cwd=ROOT, capture_output=True,
                         text=True, timeout=900)
 
 
 @pytest.fixture(scope='module')
-def reported(demo_b3d, tmp_path_factory):
+def reported(demo_b3d, executable_cache, tmp_path_factory):
   """A folder run with a good subject (two short trials) and a broken file."""
   data = tmp_path_factory.mktemp('data')
   os.symlink(demo_b3d[0], data / 'subject01.b3d')
   (data / 'broken.b3d').write_bytes(b'\x00garbage' * 64)
   out = tmp_path_factory.mktemp('report') / 'out'
-  cache = tmp_path_factory.mktemp('cache')
   proc = _run(['jaxfit.main', '--config=configs/default.py', f'--config.input={data}',
                f'--config.output_dir={out}', f'--config.max_frames={FRAMES}',
-               f'--config.compilation_cache_dir={cache}', '--config.report=true',
+               f'--config.compilation_cache_dir={executable_cache}', '--config.report=true',
                '--config.report_mesh_frames=2'])
   assert proc.returncode == 1, proc.stderr[-3000:]   # the broken file
   assert 'Traceback' not in proc.stderr
