@@ -88,21 +88,27 @@ def read_trials(path, settings: Settings):
 
 
 def configure_jax(settings: Settings):
-  """Before any array exists: float64 when asked, and the persistent
-  compilation cache (compile once per config, across runs)."""
+  """Before any array exists: float64 when asked, and the store of compiled
+  programs (compile once per config and length, across runs)."""
   import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update('jax_enable_x64', settings.fit.dtype == 'float64')
+  use_executable_store(settings.compilation_cache_dir)
+
+
+def use_executable_store(cache_dir: str):
+  """Stores compiled programs under cache_dir ('' = ~/.cache/jaxfit/xla,
+  'none' = no store): a later process loads them instead of tracing,
+  lowering and compiling."""
   from jaxfit.fit import compiled  # pylint: disable=import-outside-toplevel
   from jaxfit.io.executable_store import DiskExecutableStore  # pylint: disable=import-outside-toplevel
-  jax.config.update('jax_enable_x64', settings.fit.dtype == 'float64')
-  if settings.compilation_cache_dir == 'none':
+  if cache_dir == 'none':
     compiled.set_store(None)
     return
   from jaxfit.demo.body_model import demo_body_path  # pylint: disable=import-outside-toplevel
-  directory = settings.compilation_cache_dir or os.path.join(
-      os.path.dirname(demo_body_path()), 'xla')
-  # Whole compiled executables, so a later process skips tracing, lowering and
-  # compiling. (JAX's own persistent cache stays off: an executable it loaded
-  # cannot be serialized again on CPU, and this store covers what it would.)
+  directory = cache_dir or os.path.join(os.path.dirname(demo_body_path()), 'xla')
+  # Whole compiled executables. (JAX's own persistent cache stays off: an
+  # executable it loaded cannot be serialized again on CPU, and this store
+  # covers what it would.)
   compiled.set_store(DiskExecutableStore(os.path.join(directory, 'executables')))
 
 

@@ -1,6 +1,6 @@
 """Reports of fits, built from saved outputs (after fitting, never during).
 
-python -m jaxfit.report <output_dir> [--model_path=SMPL.pkl]
+python -m jaxfit.report <output_dir> [--model_path=SMPL.pkl] [--compilation_cache_dir=DIR]
 
 Per trial, in `<subject>/<trial>/report/`:
   per_joint_mpjpe.png    error of every mapped joint (fitted points and raw SMPL joints);
@@ -27,10 +27,11 @@ import json
 import os
 from typing import Dict, List, Optional
 
+import jax
 import numpy as np
 from absl import logging
 
-from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
+from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, skin_vertices
 from jaxfit.errors import JaxfitInputError
 from jaxfit.io.atomic import atomic_write
 
@@ -114,9 +115,16 @@ def _contact_spans(contact, fps):
 
 
 def _shade_contact(ax, contact, fps):
-  for side, colour in ((0, '#9467bd'), (1, '#2ca02c')):
-    for a, b in _contact_spans(contact[:, side], fps):
-      ax.axvspan(a, b, color=colour, alpha=0.12, lw=0)
+  """Shades the contact phases of contact [T,2] (left, right), one artist a
+  side (a span per phase would be thousands of artists on a long trial)."""
+  spans = [(np.array(_contact_spans(contact[:, side], fps)), colour)
+           for side, colour in ((0, '#9467bd'), (1, '#2ca02c'))]
+  for edges, colour in spans:
+    if len(edges):
+      # Each phase as a step up and down: x = a, a, b, b; y = 0, 1, 1, 0 (axes fraction).
+      x = np.repeat(edges, 2, axis=1).ravel()
+      y = np.tile([0.0, 1.0, 1.0, 0.0], len(edges))
+      ax.fill(x, y, color=colour, alpha=0.12, lw=0, transform=ax.get_xaxis_transform())
 
 
 # ----------------------------------------------------------------------------- plots
@@ -196,9 +204,13 @@ def plot_trajectories(trial, path):
 
 
 class _SkeletonView:
-  """Side and front views of input joints and the SMPL skeleton, frame by frame."""
+  """Side and front views of input joints and the SMPL skeleton, frame by frame
+  (one line collection per skeleton and view, so a frame draws in milliseconds)."""
 
-  def __init__(self, trial, axes, fig):
+  LEGEND = 'blue: AddBiomechanics joints   red: fitted SMPL skeleton'
+
+  def __init__(self, trial, axes, fig, caption=True):
+    from matplotlib.collections import LineCollection  # pylint: disable=import-outside-toplevel
     self.j, self.fig = trial['joints'], fig
     forward, lateral = view_axes(self.j)
     self.basis = [(forward, 'side'), (lateral, 'front')]
@@ -206,7 +218,9 @@ class _SkeletonView:
                                  self.j['smpl_joints'].reshape(-1, 3)])
     self.ground = float(np.nanmin(everything[:, 1]))
     self.top = float(np.nanmax(everything[:, 1]))
-    self.bones = [tuple(b) for b in np.asarray(self.j['bones']).reshape(-1, 2)]
+    self.bones = np.asarray(self.j['bones'], int).reshape(-1, 2)
+    self.children = np.array([c for c, p in enumerate(SMPL_PARENTS) if p >= 0])
+    self.parents = np.array([SMPL_PARENTS[c] for c in self.children])
     self.artists = []
     for ax, (_, label) in zip(axes, self.basis):
       ax.set_aspect('equal')
@@ -216,34 +230,48 @@ class _SkeletonView:
       ax.set_xticks([])
       ax.set_yticks([])
       ax.set_title(label, fontsize=9)
-      smpl = [ax.plot([], [], color=FIT_COLOUR, lw=2, solid_capstyle='round')[0]
-              for p in SMPL_PARENTS if p >= 0]
-      inp = [ax.plot([], [], color=INPUT_COLOUR, lw=1.2)[0] for _ in self.bones]
+      smpl = ax.add_collection(LineCollection([], colors=FIT_COLOUR, linewidths=2,
+                                              capstyle='round'))
+      inp = ax.add_collection(LineCollection([], colors=INPUT_COLOUR, linewidths=1.2))
       dots = ax.plot([], [], 'o', color=INPUT_COLOUR, ms=3)[0]
       self.artists.append((smpl, inp, dots))
-    self.text = fig.text(0.01, 0.01, '', fontsize=8)
+    self.label = fig.text(0.01, 0.01, '', fontsize=8)
+    if caption:
+      fig.text(0.99, 0.01, self.LEGEND, fontsize=8, ha='right')
 
   def draw(self, t):
+    """Poses the artists at frame t."""
     centre = self.j['smpl_joints'][t, 0]
     smpl_j, targets, valid = self.j['smpl_joints'][t], self.j['targets'][t], self.j['valid'][t]
+    both = valid[self.bones[:, 0]] & valid[self.bones[:, 1]] if len(self.bones) else []
     for (axis, _), (smpl, inp, dots) in zip(self.basis, self.artists):
-      h = lambda p: (p - centre) @ axis
-      children = [c for c, p in enumerate(SMPL_PARENTS) if p >= 0]
-      for line, c in zip(smpl, children):
-        p = SMPL_PARENTS[c]
-        line.set_data([h(smpl_j[p]), h(smpl_j[c])], [smpl_j[p][1], smpl_j[c][1]])
-      for line, (a, b) in zip(inp, self.bones):
-        ok = valid[a] and valid[b]
-        line.set_data([h(targets[a]), h(targets[b])] if ok else [],
-                      [targets[a][1], targets[b][1]] if ok else [])
-      dots.set_data([h(p) for p in targets[valid]], [p[1] for p in targets[valid]])
-    self.text.set_text(f'frame {t}  t = {t / float(self.j["fps"]):.2f} s   '
-                       'blue: AddBiomechanics joints   red: fitted SMPL skeleton')
+      flat = lambda points: np.stack([(points - centre) @ axis, points[:, 1]], -1)  # [N,2]
+      s, p = flat(smpl_j), flat(targets)
+      smpl.set_segments(np.stack([s[self.parents], s[self.children]], 1))
+      bones = self.bones[both] if len(self.bones) else self.bones
+      inp.set_segments(np.stack([p[bones[:, 0]], p[bones[:, 1]]], 1) if len(bones) else [])
+      dots.set_data(p[valid, 0], p[valid, 1])
+    self.label.set_text(f'frame {t}   t = {t / float(self.j["fps"]):.2f} s')
+
+  def _moving(self):
+    return [a for artists in self.artists for a in artists] + [self.label]
 
   def image(self, t):
+    """RGB [H,W,3] of frame t. The still parts are drawn once; each frame
+    redraws only the skeletons and the frame label over a copy of them."""
+    canvas = self.fig.canvas
+    if getattr(self, '_background', None) is None:
+      for artist in self._moving():
+        artist.set_visible(False)
+      canvas.draw()
+      self._background = canvas.copy_from_bbox(self.fig.bbox)
+      for artist in self._moving():
+        artist.set_visible(True)
     self.draw(t)
-    self.fig.canvas.draw()
-    return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+    canvas.restore_region(self._background)
+    for artist in self._moving():
+      self.fig.draw_artist(artist)
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def render_animation(trial, path, options: ReportOptions):
@@ -274,10 +302,10 @@ def contact_sheet(trial, path, count=6):
   fig, axes = plt.subplots(2, count, figsize=(1.6 * count, 4.6), dpi=80)
   err = trial['metrics']['per_frame_mpjpe_mm']
   for k, t in enumerate(frames):
-    view = _SkeletonView(trial, axes[:, k], fig)
+    view = _SkeletonView(trial, axes[:, k], fig, caption=k == 0)
     view.draw(int(t))
-    view.text.set_text('blue: AddBiomechanics joints   red: fitted SMPL skeleton')
-    axes[0, k].set_title(f'{t / float(j["fps"]):.2f} s, {err[t] or 0:.1f} mm', fontsize=8)
+    view.label.set_text('')
+    axes[0, k].set_title(f'side, {t / float(j["fps"]):.2f} s, {err[t] or 0:.1f} mm', fontsize=8)
   fig.subplots_adjust(left=0.01, right=0.99, top=0.93, bottom=0.06, wspace=0.02, hspace=0.1)
   return _save(fig, path)
 
@@ -286,14 +314,20 @@ def contact_sheet(trial, path, count=6):
 
 def posed_vertices(model, params, frames):
   """Vertices [len(frames),V,3] m of the fitted surface (LBS + pose correctives)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from jaxfit.body.model import skin_vertices  # pylint: disable=import-outside-toplevel
-  poses = params['poses'].reshape(-1, 24, 3)[frames]
-  trans = params['trans'][frames]
-  betas = params['betas'][:model.num_betas]
-  skin = jax.jit(jax.vmap(lambda p, t: skin_vertices(model, jnp.asarray(betas, p.dtype), p, t)))
-  return np.asarray(skin(jnp.asarray(poses, jnp.float32), jnp.asarray(trans, jnp.float32)))
+  from jaxfit.fit import compiled  # pylint: disable=import-outside-toplevel
+  poses = np.asarray(params['poses'], np.float32).reshape(-1, 24, 3)[frames]
+  trans = np.asarray(params['trans'], np.float32)[frames]
+  betas = np.asarray(params['betas'][:model.num_betas], np.float32)
+  model = jax.tree.map(lambda a: jax.device_put(np.asarray(a, np.float32)), model)
+  # Through the compiled-program cache (and its store, where the run has one):
+  # compiled once per mesh count, not once per trial.
+  return np.asarray(compiled.call(_skin_frames, (model, betas, poses, trans)))
+
+
+@jax.jit
+def _skin_frames(model, betas, poses, trans):
+  """Vertices [F,V,3] m of poses [F,24,3] rad, trans [F,3] m."""
+  return jax.vmap(lambda p, t: skin_vertices(model, betas, p, t))(poses, trans)
 
 
 def write_meshes(model, trial, directory, count) -> List[str]:
@@ -658,6 +692,8 @@ def main(argv):
   if not os.path.isdir(output_dir):
     logging.error('%s: no such output folder', output_dir)
     raise SystemExit(1)
+  from jaxfit.app import use_executable_store  # pylint: disable=import-outside-toplevel
+  use_executable_store(flags.FLAGS.compilation_cache_dir)   # the meshes' program
   try:
     result = build_report(output_dir, model_path=flags.FLAGS.model_path)
   except (ReportError, JaxfitInputError) as e:
@@ -671,4 +707,6 @@ def main(argv):
 if __name__ == '__main__':
   from absl import app, flags  # pylint: disable=ungrouped-imports
   flags.DEFINE_string('model_path', '', 'body model for meshes (default: the one the fits used)')
+  flags.DEFINE_string('compilation_cache_dir', '',
+                      "store of compiled programs ('' = ~/.cache/jaxfit/xla, 'none' = off)")
   app.run(main)

@@ -160,13 +160,13 @@ def test_index_lists_worst_first_and_the_failure(reported):
   assert positions == sorted(positions)
 
 
-def test_report_later_from_saved_outputs(reported, tmp_path):
+def test_report_later_from_saved_outputs(reported, executable_cache, tmp_path):
   copy = tmp_path / 'out'
   shutil.copytree(reported, copy)
   for trial in ('walk', 'run'):
     shutil.rmtree(copy / 'subject01' / trial / 'report')
   (copy / 'index.html').unlink()
-  proc = _run(['jaxfit.report', str(copy)])
+  proc = _run(['jaxfit.report', str(copy), f'--compilation_cache_dir={executable_cache}'])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (copy / 'index.html').is_file()
   for trial in ('walk', 'run'):
