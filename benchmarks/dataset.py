@@ -18,7 +18,6 @@ benchmarks/RESULTS.md (between its markers).
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -112,8 +111,11 @@ def main():
   data = os.path.join(args.work, 'data')
   make_dataset(data)
   frames = sum(t[3] for t in TRIALS)
-  result = dict(machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
-                python=platform.python_version(), date=time.strftime('%Y-%m-%d'),
+  from benchmarks.run import machine  # pylint: disable=import-outside-toplevel
+  info = machine()
+  result = dict(machine=f'{info["cpu"]}, {info["cores"]} cores, JAX {info["jax"]} '
+                        f'({info["jax_backend"]})',
+                python=info['python'], date=info['date'],
                 trials=len(TRIALS), subjects=len({t[0] for t in TRIALS}), frames=frames)
 
   # 1-2. One 310-frame trial cold and warm, the folder in one process: this

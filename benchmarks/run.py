@@ -28,6 +28,16 @@ sys.path.insert(0, ROOT)
 METHODS = ('jaxfit_simultaneous', 'jaxfit_sequential', 'reference_torch')
 
 
+def with_dataset_section(path, text):
+  """`text` plus the dataset section benchmarks/dataset.py keeps in `path`."""
+  from benchmarks.dataset import MARK_BEGIN, MARK_END  # pylint: disable=import-outside-toplevel
+  old = open(path, encoding='utf-8').read() if os.path.isfile(path) else ''
+  if MARK_BEGIN not in old:
+    return text
+  section = old[old.index(MARK_BEGIN):old.index(MARK_END) + len(MARK_END)]
+  return text.rstrip() + '\n\n' + section + '\n'
+
+
 def subject_path(work, frames):
   from jaxfit.demo.subject import TrialSpec, write_demo_subject  # pylint: disable=import-outside-toplevel
   path = os.path.join(work, f'bench_{frames}', f'bench_{frames}.b3d')
@@ -203,9 +213,9 @@ def main():
     with open(os.path.splitext(args.out)[0] + '.json', encoding='utf-8') as f:
       data = json.load(f)
     findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
+    text = markdown(data['results'], data['batch'], data['machine'], data.get('reads', ()), findings)
     with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(markdown(data['results'], data['batch'], data['machine'], data.get('reads', ()),
-                       findings))
+      f.write(with_dataset_section(args.out, text))
     return
   os.environ.setdefault('JAXFIT_CACHE', os.path.join(args.work, 'cache'))
   results, paths = [], []
@@ -222,9 +232,10 @@ def main():
   info = machine()
   findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
   from jaxfit.io.atomic import atomic_write  # pylint: disable=import-outside-toplevel
+  text = with_dataset_section(args.out, markdown(results, batch, info, reads, findings))
   with atomic_write(args.out) as tmp:
     with open(tmp, 'w', encoding='utf-8') as f:
-      f.write(markdown(results, batch, info, reads, findings))
+      f.write(text)
   with atomic_write(os.path.splitext(args.out)[0] + '.json') as tmp:
     with open(tmp, 'w', encoding='utf-8') as f:
       json.dump(dict(machine=info, results=results, batch=batch, reads=reads), f, indent=1)
