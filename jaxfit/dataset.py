@@ -93,8 +93,10 @@ def subject_names(inputs: List[str]) -> Dict[str, str]:
   return names
 
 
-def _row(subject, trial, status, *, input_path, output='', metrics=None, error='',
-         fitted_now=False):
+def summary_row(subject, trial, status, *, input_path, output='', metrics=None, error='',
+                fitted_now=False):
+  """One row of summary.csv / summary.json (SUMMARY_FIELDS), from a trial's
+  metrics.json contents where it has been fitted."""
   metrics = metrics or {}
   time_s = metrics.get('time_s', {})
   row = dict(subject=subject, trial=trial, status=status, fitted_now=fitted_now,
@@ -156,7 +158,7 @@ def plan_input(path, subject, settings: Settings, config_sha) -> InputPlan:
     trial = TrialPlan(name=name, frames=min(frames, cap) if cap else frames, output=output)
     metrics = complete_metrics(output, plan.input_sha256, config_sha) if settings.resume else None
     if metrics is not None:
-      trial.done_row = _row(plan.subject, name, 'ok', input_path=path, output=output,
+      trial.done_row = summary_row(plan.subject, name, 'ok', input_path=path, output=output,
                             metrics=metrics)
     plan.trials.append(trial)
   return plan
@@ -187,19 +189,19 @@ def fit_input(plan: InputPlan, settings: Settings, model, model_info, config_dic
   except JaxfitInputError as e:
     logging.error('%s', e)
     for t in pending:
-      emit(_row(plan.subject, t.name, 'failed', input_path=plan.path, error=str(e)))
+      emit(summary_row(plan.subject, t.name, 'failed', input_path=plan.path, error=str(e)))
     return rows
   by_name = {t.name: t for t in trials}
   for t in pending:
     # A retried task (its worker died) finds what its first attempt finished.
     metrics = complete_metrics(t.output, plan.input_sha256, config_sha) if settings.resume else None
     if metrics is not None:
-      emit(_row(plan.subject, t.name, 'ok', input_path=plan.path, output=t.output,
+      emit(summary_row(plan.subject, t.name, 'ok', input_path=plan.path, output=t.output,
                 metrics=metrics))
       continue
     trial = by_name.get(t.name)
     if trial is None:
-      emit(_row(plan.subject, t.name, 'failed', input_path=plan.path,
+      emit(summary_row(plan.subject, t.name, 'failed', input_path=plan.path,
                 error=f'{plan.path}: trial {t.name!r} could not be read'))
       continue
     trial = dataclasses.replace(trial, subject=plan.subject)
@@ -207,16 +209,16 @@ def fit_input(plan: InputPlan, settings: Settings, model, model_info, config_dic
       metrics = fit_and_write(trial, settings, model, model_info, config_dict, provenance)
     except JaxfitInputError as e:
       logging.error('%s', e)
-      emit(_row(plan.subject, t.name, 'failed', input_path=plan.path, error=str(e)))
+      emit(summary_row(plan.subject, t.name, 'failed', input_path=plan.path, error=str(e)))
       continue
     except Exception as e:  # pylint: disable=broad-except
       # Not the user's data: say so once with the traceback, and go on.
       logging.error('%s/%s: internal error, trial skipped: %s: %s\n%s', plan.subject, t.name,
                     type(e).__name__, e, traceback.format_exc())
-      emit(_row(plan.subject, t.name, 'failed', input_path=plan.path,
+      emit(summary_row(plan.subject, t.name, 'failed', input_path=plan.path,
                 error=f'internal error: {type(e).__name__}: {e}'))
       continue
-    emit(_row(plan.subject, t.name, 'ok', input_path=plan.path, output=t.output,
+    emit(summary_row(plan.subject, t.name, 'ok', input_path=plan.path, output=t.output,
               metrics=metrics, fitted_now=True))
   return rows
 
@@ -231,10 +233,10 @@ class Summary:
     self._last = 0.0
     for plan in plans:
       if plan.error:
-        self.rows[(plan.subject, '-')] = _row(plan.subject, '-', 'failed', input_path=plan.path,
+        self.rows[(plan.subject, '-')] = summary_row(plan.subject, '-', 'failed', input_path=plan.path,
                                               error=plan.error)
       for t in plan.trials:
-        self.rows[(plan.subject, t.name)] = t.done_row or _row(
+        self.rows[(plan.subject, t.name)] = t.done_row or summary_row(
             plan.subject, t.name, 'pending', input_path=plan.path, output=t.output)
 
   def add(self, row):

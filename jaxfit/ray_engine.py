@@ -51,7 +51,7 @@ def run_on_ray(plans, settings: Settings, config_dict, config_sha,
     import ray  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise ConfigError('--config.engine', "ray is not installed: pip install 'jaxfit[ray]'") from None
-  from jaxfit.dataset import _row  # pylint: disable=import-outside-toplevel
+  from jaxfit.dataset import summary_row  # pylint: disable=import-outside-toplevel
   started_here = not ray.is_initialized()
   if started_here:
     ray.init(address=settings.ray_address or None, include_dashboard=False,
@@ -76,7 +76,7 @@ def run_on_ray(plans, settings: Settings, config_dict, config_sha,
         # The task failed MAX_RETRIES + 1 times: its trials are reported failed.
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         logging.error('%s: ray task failed: %s', plan.path, reason)
-        result = [_row(plan.subject, t.name, 'failed', input_path=plan.path,
+        result = [summary_row(plan.subject, t.name, 'failed', input_path=plan.path,
                        error=f'ray task failed: {reason}') for t in plan.pending]
       for row in result:
         rows.append(row)

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, skin_vertices
+from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, shaped_joints, skin_vertices
 from jaxfit.errors import JaxfitInputError
 from jaxfit.io.atomic import atomic_write
 
@@ -373,7 +373,8 @@ def write_glb(model, trial, path):
   betas = np.asarray(params['betas'][:model.num_betas], np.float64)
   v_shaped = np.asarray(model.v_template, np.float64) + np.einsum(
       'vcb,b->vc', np.asarray(model.shapedirs, np.float64), betas)
-  rest = np.asarray(model.J_regressor, np.float64) @ v_shaped            # [24,3]
+  rest = np.asarray(shaped_joints(model, np.asarray(betas, model.J_template.dtype)),
+                    np.float64)                                            # [24,3]
   parents = list(model.parents)
   poses = params['poses'].reshape(-1, 24, 3)
   fps = float(params['mocap_framerate'])
@@ -637,15 +638,14 @@ def summary_rows(output_dir) -> List[dict]:
   if os.path.isfile(path):
     with open(path, encoding='utf-8') as f:
       return json.load(f)['trials']
+  from jaxfit.dataset import summary_row  # pylint: disable=import-outside-toplevel
   rows = []
   for d in find_trial_dirs(output_dir):
     with open(os.path.join(d, 'metrics.json'), encoding='utf-8') as f:
       m = json.load(f)
-    rows.append(dict(subject=os.path.basename(os.path.dirname(d)), trial=os.path.basename(d),
-                     status='ok', frames=m.get('frames'), mpjpe_mm=m.get('mpjpe_mm'),
-                     pa_mpjpe_mm=m.get('pa_mpjpe_mm'), pck_50mm=m.get('pck_50mm'),
-                     pck_100mm=m.get('pck_100mm'), max_abs_beta=m.get('max_abs_beta'),
-                     fit_s=m.get('time_s', {}).get('total'), output=d))
+    rows.append(summary_row(os.path.basename(os.path.dirname(d)), os.path.basename(d), 'ok',
+                            input_path=(m.get('provenance') or {}).get('input_path', ''),
+                            output=d, metrics=m))
   return rows
 
 
