@@ -86,21 +86,28 @@ def prefetch(fn, args, static=None, timings=None):
   _add_compile_time(timings, t0)
 
 
+def _finish_pending(timings):
+  """Waits for every prefetched compilation, so that no program runs while
+  others compile on the same cores (that would slow it and blur its time)."""
+  t0 = time.perf_counter()
+  for key in list(_PENDING):
+    _CACHE[key] = _PENDING.pop(key).result()
+  _add_compile_time(timings, t0)
+
+
 def call(fn, args, static=None, timings=None, name=None):
   """Runs jitted `fn(*args, **static)` from the cache; adds seconds to
   timings['compile_s'] (first time only) and timings[name] (every time)."""
   static = static or {}
+  if _PENDING:
+    _finish_pending(timings)
   key = _signature(fn, args, static)
   compiled = _CACHE.get(key)
   if compiled is None:
     t0 = time.perf_counter()
-    pending = _PENDING.pop(key, None)
-    if pending is not None:
-      compiled = pending.result()
-    else:
-      compiled = _STORE.load(key) if _STORE is not None else None
-      if compiled is None:
-        compiled = _compile(key, fn.lower(*args, **static))
+    compiled = _STORE.load(key) if _STORE is not None else None
+    if compiled is None:
+      compiled = _compile(key, fn.lower(*args, **static))
     _CACHE[key] = compiled
     _add_compile_time(timings, t0)
   t0 = time.perf_counter()
