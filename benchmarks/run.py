@@ -213,9 +213,11 @@ def main():
     with open(os.path.splitext(args.out)[0] + '.json', encoding='utf-8') as f:
       data = json.load(f)
     findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
-    text = markdown(data['results'], data['batch'], data['machine'], data.get('reads', ()), findings)
-    with open(args.out, 'w', encoding='utf-8') as f:
-      f.write(with_dataset_section(args.out, text))
+    text = with_dataset_section(args.out, markdown(data['results'], data['batch'],
+                                                   data['machine'], data.get('reads', ()),
+                                                   findings))
+    with open(args.out, 'w', encoding='utf-8') as f:   # (read before it is truncated)
+      f.write(text)
     return
   os.environ.setdefault('JAXFIT_CACHE', os.path.join(args.work, 'cache'))
   results, paths = [], []
