@@ -27,6 +27,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.common import MARK_BEGIN, MARK_END, machine  # noqa: E402  pylint: disable=wrong-import-position
+from jaxfit.demo.subject import TrialSpec, write_demo_subject  # noqa: E402  pylint: disable=wrong-import-position
+from jaxfit.report.build import build_report  # noqa: E402  pylint: disable=wrong-import-position
+
 # (subject, trial, motion, frames, fps): 12 trials, 5 subjects, 200-800 frames.
 TRIALS = (
     ('S01', 'walk_a', 'walk', 200, 100.0), ('S01', 'walk_b', 'walk', 310, 100.0),
@@ -37,11 +41,9 @@ TRIALS = (
     ('S04', 'walk_b', 'walk', 280, 100.0),
     ('S05', 'run_a', 'run', 210, 150.0), ('S05', 'walk_a', 'walk', 310, 100.0),
 )
-MARK_BEGIN, MARK_END = '<!-- dataset:begin -->', '<!-- dataset:end -->'
 
 
 def make_dataset(folder):
-  from jaxfit.demo.subject import TrialSpec, write_demo_subject  # pylint: disable=import-outside-toplevel
   subjects = sorted({t[0] for t in TRIALS})
   for seed, subject in enumerate(subjects):
     path = os.path.join(folder, subject, subject + '.b3d')
@@ -111,7 +113,6 @@ def main():
   data = os.path.join(args.work, 'data')
   make_dataset(data)
   frames = sum(t[3] for t in TRIALS)
-  from benchmarks.run import machine  # pylint: disable=import-outside-toplevel
   info = machine()
   result = dict(machine=f'{info["cpu"]}, {info["cores"]} cores, JAX {info["jax"]} '
                         f'({info["jax_backend"]})',
@@ -152,7 +153,6 @@ def main():
   # 5. Reporting a 2000-frame trial (whole `python -m jaxfit.report` process, and in-process).
   long_path = os.path.join(args.work, 'long', 'L01.b3d')
   if not os.path.isfile(long_path):
-    from jaxfit.demo.subject import TrialSpec, write_demo_subject  # pylint: disable=import-outside-toplevel
     write_demo_subject(long_path, (TrialSpec('walk_2000', 'walk', 1.3, 2000, 100.0, True),), seed=7)
   long_out = os.path.join(args.work, 'out_long')
   cli(long_path, long_out, cache)
@@ -162,7 +162,6 @@ def main():
   subprocess.run([sys.executable, '-m', 'jaxfit.report', long_out,
                   f'--compilation_cache_dir={cache}'], cwd=ROOT, check=True, capture_output=True)
   result['report_2000_frames_process_s'] = time.perf_counter() - t0
-  from jaxfit.report import build_report  # pylint: disable=import-outside-toplevel
   t0 = time.perf_counter()
   build_report(long_out)
   result['report_2000_frames_s'] = time.perf_counter() - t0

@@ -33,13 +33,13 @@ import optax  # noqa: E402
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, forward_kinematics, joint_model  # noqa: E402
 from jaxfit.body.rotation import matrix_to_axis_angle  # noqa: E402
-from jaxfit.config import base_config, settings_from_config  # noqa: E402
+from jaxfit.run.config import base_config, settings_from_config  # noqa: E402
 from jaxfit.demo.body_model import demo_body_arrays, variant_body_arrays  # noqa: E402
 from jaxfit.fit.init import root_initialisation  # noqa: E402
 from jaxfit.fit.pipeline import fit_trial  # noqa: E402
 from jaxfit.io.b3d import read_b3d_trials  # noqa: E402
 from jaxfit.io.smpl_file import load_body_model, save_body_model_npz  # noqa: E402
-from jaxfit.prepare import prepare_trial  # noqa: E402
+from jaxfit.data.prepare import prepare_trial  # noqa: E402
 
 REAL = os.path.join(ROOT, '..', 'shared', 'data', 'real')
 UNAMBIGUOUS = ('left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle',

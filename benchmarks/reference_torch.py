@@ -32,10 +32,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxfit.config import DEFAULT_JOINT_MAP, base_config, settings_from_config  # noqa: E402
-from jaxfit.prepare import prepare_trial  # noqa: E402
-from jaxfit.io.results import trial_dir, write_trial_outputs  # noqa: E402
-from jaxfit.metrics import fit_metrics  # noqa: E402
+from jaxfit.data.trial import DEFAULT_JOINT_MAP  # noqa: E402
+from jaxfit.run.config import base_config, settings_from_config  # noqa: E402
+from jaxfit.data.prepare import prepare_trial  # noqa: E402
+from jaxfit.io.outputs import trial_dir, write_trial_outputs  # noqa: E402
+from jaxfit.data.metrics import fit_metrics  # noqa: E402
+from jaxfit.run.trial import settings_model, settings_trials  # noqa: E402  pylint: disable=wrong-import-position
 
 WEIGHTS = dict(bone_direction=0.5, pose_reg=1e-3, trans_reg=1e-3, temporal=0.1,
                bone_length=100.0, velocity=0.1, contact=2.0)
@@ -206,15 +208,14 @@ def fit(prep, model, log=print):
 
 def run(input_path, model_path, output_dir, log=print):
   """Fits every trial of input; writes jaxfit's output layout. Returns rows."""
-  from jaxfit.app import load_model, read_trials  # pylint: disable=import-outside-toplevel
   config = base_config()
   config.model_path = model_path
   config.input = input_path
   settings = settings_from_config(config)
-  body, info = load_model(settings)
+  body, info = settings_model(settings)
   model = TorchSMPLJoints(body.J_template, body.J_shapedirs, body.parents)
   rows = []
-  for trial in read_trials(input_path, settings):
+  for trial in settings_trials(input_path, settings):
     prep = prepare_trial(trial, settings.prepare)
     betas, poses, trans, joints, times = fit(prep, model, log)
     idx = list(prep.structure.smpl_index)

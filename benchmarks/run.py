@@ -14,23 +14,39 @@ the compiled core (many trials at once under vmap). Writes Markdown + JSON.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+# pylint: disable=wrong-import-position
+from benchmarks.common import MARK_BEGIN, MARK_END, machine  # noqa: E402
+from jaxfit.body.model import joint_model  # noqa: E402
+from jaxfit.data.metrics import fit_metrics  # noqa: E402
+from jaxfit.data.prepare import prepare_trial  # noqa: E402
+from jaxfit.demo.smpl_truth import make_ground_truth_trial  # noqa: E402
+from jaxfit.demo.subject import TrialSpec, write_demo_subject  # noqa: E402
+from jaxfit.fit.core import fit_blocks  # noqa: E402
+from jaxfit.fit.pipeline import _targets, fit_trial, stage_hyper  # noqa: E402
+from jaxfit.fit.types import empty_anchor  # noqa: E402
+from jaxfit.io.b3d import read_b3d_trials  # noqa: E402  pylint: disable=wrong-import-position
+from jaxfit.runtime.files import atomic_write  # noqa: E402  pylint: disable=wrong-import-position
+from jaxfit.run.config import base_config, settings_from_config  # noqa: E402
+from jaxfit.run.trial import settings_model, settings_trials  # noqa: E402
+# pylint: enable=wrong-import-position
 
 METHODS = ('jaxfit_simultaneous', 'jaxfit_sequential', 'reference_torch')
 
 
 def with_dataset_section(path, text):
   """`text` plus the dataset section benchmarks/dataset.py keeps in `path`."""
-  from benchmarks.dataset import MARK_BEGIN, MARK_END  # pylint: disable=import-outside-toplevel
   old = open(path, encoding='utf-8').read() if os.path.isfile(path) else ''
   if MARK_BEGIN not in old:
     return text
@@ -39,7 +55,6 @@ def with_dataset_section(path, text):
 
 
 def subject_path(work, frames):
-  from jaxfit.demo.subject import TrialSpec, write_demo_subject  # pylint: disable=import-outside-toplevel
   path = os.path.join(work, f'bench_{frames}', f'bench_{frames}.b3d')
   if not os.path.isfile(path):
     write_demo_subject(path, (TrialSpec('walk', 'walk', 1.25, frames, 100.0, True, 0.0),), seed=1)
@@ -55,18 +70,13 @@ def worker(method, path, out_dir):
     metrics = rows[0]['metrics']
     times = dict(metrics['time_s'], compile_s=0.0)
   else:
-    from jaxfit.app import load_model, read_trials  # pylint: disable=import-outside-toplevel
-    from jaxfit.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
-    from jaxfit.fit.pipeline import fit_trial  # pylint: disable=import-outside-toplevel
-    from jaxfit.prepare import prepare_trial  # pylint: disable=import-outside-toplevel
-    from jaxfit.metrics import fit_metrics  # pylint: disable=import-outside-toplevel
     config = base_config()
     config.variant = method.split('_')[1]
     if config.variant == 'sequential':
       config.pose.iters = 40   # as configs/sequential.py: stage 3 frame by frame
     settings = settings_from_config(config)
-    model, _ = load_model(settings)
-    trial = read_trials(path, settings)[0]
+    model, _ = settings_model(settings)
+    trial = settings_trials(path, settings)[0]
     prep = prepare_trial(trial, settings.prepare)
     result = fit_trial(model, prep, settings.fit)
     times = result.time_s
@@ -82,18 +92,8 @@ def worker(method, path, out_dir):
 
 def batch_throughput(batch_sizes, frames=256, iterations=50):
   """Frames x iterations per second of the compiled Adam core on S trials at once."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from jaxfit.app import load_model  # pylint: disable=import-outside-toplevel
-  from jaxfit.body.model import joint_model  # pylint: disable=import-outside-toplevel
-  from jaxfit.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
-  from jaxfit.demo.smpl_truth import make_ground_truth_trial  # pylint: disable=import-outside-toplevel
-  from jaxfit.fit.core import fit_blocks  # pylint: disable=import-outside-toplevel
-  from jaxfit.fit.types import empty_anchor  # pylint: disable=import-outside-toplevel
-  from jaxfit.fit.pipeline import _targets, stage_hyper  # pylint: disable=import-outside-toplevel
-  from jaxfit.prepare import prepare_trial  # pylint: disable=import-outside-toplevel
   settings = settings_from_config(base_config())
-  body, _ = load_model(settings)
+  body, _ = settings_model(settings)
   model = joint_model(body)
   trial, _ = make_ground_truth_trial(body, settings.prepare.joint_map, num_frames=frames)
   prep = prepare_trial(trial, settings.prepare)
@@ -118,21 +118,6 @@ def batch_throughput(batch_sizes, frames=256, iterations=50):
   return rows
 
 
-def machine():
-  import jax  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-  cpu = platform.processor()
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu = next(l.split(':', 1)[1].strip() for l in f if l.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
-              jax=jax.__version__, jax_backend=jax.default_backend(),
-              jax_devices=[str(d) for d in jax.devices()], torch=torch.__version__,
-              numpy=np.__version__, date=time.strftime('%Y-%m-%d'))
-
-
 def run_method(method, path, out_dir):
   env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED='1')
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', method, path, out_dir],
@@ -145,7 +130,6 @@ def run_method(method, path, out_dir):
 
 def read_times(paths):
   """Seconds to open a .b3d and read its trial (first read in this process)."""
-  from jaxfit.io.b3d import read_b3d_trials  # pylint: disable=import-outside-toplevel
   rows = []
   for frames, path in paths:
     t0 = time.perf_counter()
@@ -233,7 +217,6 @@ def main():
   reads = read_times(paths)
   info = machine()
   findings = open(findings_path, encoding='utf-8').read() if os.path.isfile(findings_path) else ''
-  from jaxfit.io.atomic import atomic_write  # pylint: disable=import-outside-toplevel
   text = with_dataset_section(args.out, markdown(results, batch, info, reads, findings))
   with atomic_write(args.out) as tmp:
     with open(tmp, 'w', encoding='utf-8') as f:

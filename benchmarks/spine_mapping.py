@@ -19,14 +19,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxfit.body.model import SMPL_JOINT_NAMES  # noqa: E402
-from jaxfit.config import base_config, settings_from_config  # noqa: E402
-from jaxfit.data import ADDB_JOINT_NAMES  # noqa: E402
+from jaxfit.run.config import base_config, settings_from_config  # noqa: E402
+from jaxfit.data.trial import ADDB_JOINT_NAMES  # noqa: E402
 from jaxfit.demo.subject import ensure_demo_subject  # noqa: E402
 from jaxfit.fit.pipeline import fit_trial  # noqa: E402
-from jaxfit.prepare import prepare_trial  # noqa: E402
+from jaxfit.data.prepare import prepare_trial  # noqa: E402
 from jaxfit.io.b3d import read_b3d_trials  # noqa: E402
 from jaxfit.io.nimble import import_nimble, quiet_native_output  # noqa: E402
-from jaxfit.app import load_model  # noqa: E402
+from jaxfit.run.trial import settings_model  # noqa: E402
 
 CANDIDATES = ('pelvis_unmapped', 'spine1', 'spine2', 'spine3')
 
@@ -58,7 +58,7 @@ def main():
   args = parser.parse_args()
   config = base_config()
   config.model_path = args.model_path
-  model, info = load_model(settings_from_config(config))
+  model, info = settings_model(settings_from_config(config))
   trials = read_b3d_trials(ensure_demo_subject())
   rows = []
   for candidate in CANDIDATES:

@@ -4,7 +4,7 @@ Closed-form root and shape initialisation, per-frame Levenberg-Marquardt, then
 the Adam stages (simultaneous variant) with decaying learning rates.
 """
 
-from jaxfit.config import base_config
+from jaxfit.run.config import base_config
 
 
 def get_config():

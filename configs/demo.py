@@ -6,7 +6,7 @@ fitted with the generated jaxfit demo body (not SMPL), then reported
 (outputs/demo/index.html).
 """
 
-from jaxfit.config import base_config
+from jaxfit.run.config import base_config
 
 
 def get_config():

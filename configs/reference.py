@@ -16,7 +16,7 @@ orientation is kept (init.root='pelvis' gives the reference's zero-rotation
 start, which cannot turn a body facing away from +Z in 15 steps).
 """
 
-from jaxfit.config import base_config
+from jaxfit.run.config import base_config
 
 
 def get_config():

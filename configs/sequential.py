@@ -1,7 +1,7 @@
 """Default settings with stage 3 run frame by frame (one Adam state per frame),
 each frame's temporal term tied to the previous frame's result."""
 
-from jaxfit.config import base_config
+from jaxfit.run.config import base_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Default settings with stage 3 run simultaneously: all frames in one Adam block."""
 
-from jaxfit.config import base_config
+from jaxfit.run.config import base_config
 
 
 def get_config():

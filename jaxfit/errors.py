@@ -19,4 +19,18 @@ class MotionFileError(JaxfitInputError):
 
 
 class ConfigError(JaxfitInputError):
-  """A config value that is out of range or inconsistent."""
+  """An option (config value) that is out of range or inconsistent.
+
+  field: its dotted path, e.g. 'shape.frames', which is also its command-line
+  flag: str() is '--config.<field>: <problem>'.
+  """
+
+  def __init__(self, field, problem):
+    self.field = str(field).removeprefix('--config.')
+    super().__init__(f'--config.{self.field}', problem)
+
+
+def check(cond, field, problem):
+  """The one validator: raises ConfigError(field, problem) unless cond."""
+  if not cond:
+    raise ConfigError(field, problem)

@@ -4,23 +4,20 @@ Exit status: 0 all trials fitted; 1 some inputs failed (each reported);
 2 a bad config value or body-model file.
 """
 
+# Single-threaded BLAS/LAPACK: jaxfit/__init__.py, imported before this
+# module, sets OMP_NUM_THREADS=1 (unless set) before numpy loads it.
+import json
+import logging as std_logging
 import os
+import sys
 
-# Single-threaded BLAS/LAPACK (before numpy loads it): jaxfit's linear solves
-# are small, and one thread was faster (0.65 vs 0.80 s for a 300-frame trial
-# on 2 cores); it also makes results identical whatever the engine (Ray gives
-# its 1-CPU tasks OMP_NUM_THREADS=1). A value set by the user is kept.
-os.environ.setdefault('OMP_NUM_THREADS', '1')
-
-import json  # pylint: disable=wrong-import-position
-import sys  # pylint: disable=wrong-import-position
-
-from absl import app, flags, logging  # pylint: disable=wrong-import-position
+from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxfit.config import settings_from_config
-from jaxfit.dataset import run_dataset, summary_table
 from jaxfit.errors import ConfigError, JaxfitInputError, ModelFileError
+from jaxfit.run.config import settings_from_config
+from jaxfit.run.dataset import run_dataset
+from jaxfit.run.summary import summary_table
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Path to a config file in configs/ (fields overridable as --config.<field>=value).',
@@ -51,7 +48,6 @@ def main(argv):
 
 
 def run():
-  import logging as std_logging  # pylint: disable=import-outside-toplevel
   std_logging.getLogger('jax._src.xla_bridge').setLevel(std_logging.WARNING)
   app.run(main)
 

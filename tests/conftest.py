@@ -14,7 +14,7 @@ def make_settings(learn_offsets=True, **overrides):
   configs/sequential.py does. learn_offsets=False for SMPL-generated truth: it
   has SMPL's own joint definitions, so no correspondence offsets to learn (free
   ones would trade against weakly determined shape directions)."""
-  from jaxfit.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
+  from jaxfit.run.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
   c = base_config()
   if overrides.get('variant') == 'sequential':
     c.pose.iters = 40

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxfit.data import ADDB_JOINT_NAMES
+from jaxfit.data.trial import ADDB_JOINT_NAMES
 from jaxfit.io.joints_npz import write_joints_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxfit.data import (ADDB_JOINT_NAMES, DEFAULT_JOINT_MAP, contact_from_kinematics, make_trial,
+from jaxfit.data.trial import (ADDB_JOINT_NAMES, DEFAULT_JOINT_MAP, contact_from_kinematics, make_trial,
                          opensim_to_smpl, resolve_mapping)
 from jaxfit.errors import MotionFileError
 from jaxfit.io.b3d import list_b3d_trials, read_b3d_trials

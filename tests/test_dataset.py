@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from jaxfit.dataset import subject_names
-from jaxfit.io.atomic import TEMP_MARK
+from jaxfit.run.dataset import subject_names
+from jaxfit.runtime.files import TEMP_MARK
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAM_KEYS = ('betas', 'poses', 'trans', 'joint_offsets')
@@ -189,7 +189,8 @@ class _Terminal(io.StringIO):
 
 def test_progress_bar_on_a_terminal_only(monkeypatch):
   from absl import logging  # pylint: disable=import-outside-toplevel
-  from jaxfit.dataset import InputPlan, Progress, TrialPlan  # pylint: disable=import-outside-toplevel
+  from jaxfit.run.dataset import InputPlan, TrialPlan  # pylint: disable=import-outside-toplevel
+  from jaxfit.run.summary import Progress  # pylint: disable=import-outside-toplevel
   plans = [InputPlan('a.b3d', 'a', trials=[TrialPlan('t1', 300, 'x'), TrialPlan('t2', 200, 'y',
                                                                                done_row={})])]
   monkeypatch.setattr(sys, 'stderr', io.StringIO())

@@ -1,14 +1,19 @@
-"""Compiled programs persist across processes (jaxfit.io.executable_store),
+"""Compiled programs persist across processes (jaxfit.runtime.store),
 and lengths pad to a small fixed set (so few programs serve a dataset)."""
 
+import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
-from jaxfit.prepare import padded_length
+from jaxfit.data.prepare import padded_length
+from jaxfit.runtime import compiled
+from jaxfit.runtime.store import DiskExecutableStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,3 +55,62 @@ def test_padded_lengths_are_few_and_waste_little():
   waste = [(p - n) / p for n, p in zip(range(1, 16385), lengths) if n > 512]
   assert max(waste) <= 0.2
   assert padded_length(300) == 384 and padded_length(1000) == 1024 and padded_length(1100) == 1280
+
+
+class _Planted:
+  """Unpickling this creates the file `path`: what a planted entry could run."""
+
+  def __init__(self, path):
+    self.path = path
+
+  def __reduce__(self):
+    return (open, (self.path, 'w'))
+
+
+def _double_plus_one(x):
+  return 2.0 * x + 1.0
+
+
+def test_a_planted_entry_is_refused_and_recompiled(tmp_path):
+  directory = tmp_path / 'store'
+  fn = jax.jit(_double_plus_one)
+  x = np.arange(3, dtype=np.float32)
+  compiled.set_store(DiskExecutableStore(str(directory)))
+  try:
+    compiled.clear(fn)
+    expected = np.asarray(compiled.call(fn, (x,)))
+    assert oct(os.stat(directory / 'key').st_mode & 0o777) == '0o600'
+    entries = [n for n in os.listdir(directory) if n.endswith('.exe')]
+    assert len(entries) == 1
+    marker = tmp_path / 'ran'
+    planted = pickle.dumps(_Planted(str(marker)))
+    for mac in (b'\0' * 32, hashlib.sha256(planted).digest()):   # no key, a wrong key
+      (directory / entries[0]).write_bytes(mac + planted)
+      compiled.clear(fn)
+      np.testing.assert_array_equal(np.asarray(compiled.call(fn, (x,))), expected)
+      assert not marker.exists()                                     # never unpickled
+      assert (directory / entries[0]).read_bytes()[32:] != planted   # recompiled, rewritten
+    # The rewritten entry is the store's own: a new process state loads it.
+    compiled.clear(fn)
+    key = compiled._signature(fn, (x,), {})  # pylint: disable=protected-access
+    assert DiskExecutableStore(str(directory)).load(key) is not None
+  finally:
+    compiled.set_store(None)
+    compiled.clear(fn)
+
+
+def test_a_directory_others_can_write_is_refused(tmp_path):
+  directory = tmp_path / 'shared'
+  directory.mkdir()
+  os.chmod(directory, 0o777)
+  store = DiskExecutableStore(str(directory))
+  fn = jax.jit(_double_plus_one)
+  compiled.set_store(store)
+  try:
+    compiled.clear(fn)
+    compiled.call(fn, (np.ones(2, np.float32),))
+    assert os.listdir(directory) == []        # no key, no entries
+    assert store.load(compiled._signature(fn, (np.ones(2, np.float32),), {})) is None  # pylint: disable=protected-access
+  finally:
+    compiled.set_store(None)
+    compiled.clear(fn)

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, forward_kinematics, joint_model
-from jaxfit.config import JOINT_GROUPS, settings_from_config
+from jaxfit.fit.options import JOINT_GROUPS
+from jaxfit.run.config import settings_from_config
 from jaxfit.demo.smpl_truth import make_ground_truth_trial, with_gaps
-from jaxfit.fit import compiled
+from jaxfit.runtime import compiled
 from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import rigid_pairs, shape_from_distances, solve_betas
 from jaxfit.fit.lm import joints_and_jacobian, moving_joints
 from jaxfit.fit.losses import term_losses
 from jaxfit.fit.pipeline import fit_trial, stage_hyper, target_distances, _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
-from jaxfit.prepare import prepare_trial
+from jaxfit.data.prepare import prepare_trial
 from tests.conftest import make_settings
 
 FRAMES = 200

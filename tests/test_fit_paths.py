@@ -9,7 +9,7 @@ import pytest
 from jaxfit.body.rotation import axis_angle_to_matrix, continuous_axis_angle, matrix_to_axis_angle
 from jaxfit.demo.smpl_truth import make_ground_truth_trial
 from jaxfit.fit.pipeline import fit_trial
-from jaxfit.prepare import prepare_trial
+from jaxfit.data.prepare import prepare_trial
 from tests.conftest import make_settings
 
 FRAMES = 120

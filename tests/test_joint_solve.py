@@ -13,7 +13,7 @@ from jaxfit.demo.body_model import variant_body_arrays
 from jaxfit.demo.smpl_truth import make_ground_truth_trial
 from jaxfit.fit.joint_lm import shape_information
 from jaxfit.fit.pipeline import _targets, fit_trial
-from jaxfit.prepare import prepare_trial
+from jaxfit.data.prepare import prepare_trial
 from tests.conftest import make_settings
 
 FRAMES = 200

@@ -10,7 +10,7 @@ import pytest
 from jaxfit.body.model import joint_model, shaped_joints
 from jaxfit.fit.losses import term_losses
 from jaxfit.fit.types import LOSS_TERMS, Anchor, FitParams, FitStructure, Targets
-from jaxfit.prepare import mapped_bones
+from jaxfit.data.prepare import mapped_bones
 from tests import numpy_reference
 
 SMPL_INDEX = (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 16, 17, 18, 19, 20, 21)

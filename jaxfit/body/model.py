@@ -190,3 +190,9 @@ def skin_vertices(model: BodyModel, betas, poses, trans):
   blended_rot = jnp.einsum('vj,jab->vab', model.weights, rotations)
   blended_trans = model.weights @ translations
   return jnp.einsum('vab,vb->va', blended_rot, v_posed) + blended_trans
+
+
+@jax.jit
+def skin_frames(model: BodyModel, betas, poses, trans):
+  """Posed meshes of F frames: poses [F,24,3] rad, trans [F,3] m -> vertices [F,V,3] m."""
+  return jax.vmap(lambda p, t: skin_vertices(model, betas, p, t))(poses, trans)

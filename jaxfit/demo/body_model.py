@@ -21,10 +21,13 @@ Licence: CC0 1.0 (public domain dedication), like the rest of this generator's o
 """
 
 import os
+import sys
 
 import numpy as np
 
 from jaxfit.body.model import NUM_JOINTS, NUM_POSE_BLEND, SMPL_JOINT_NAMES, SMPL_PARENTS
+from jaxfit.io.smpl_file import save_body_model_npz
+from jaxfit.runtime.files import cache_root
 
 DEMO_MODEL_NAME = 'jaxfit_demo_body_v1'
 _RINGS_PER_BONE = 8
@@ -261,14 +264,12 @@ def variant_body_arrays(seed=0, spectrum=(3.0, 1.5, 0.6, 0.25, 0.12, 0.06, 0.04,
 
 def demo_body_path(directory=None):
   """Where the generated demo body is cached (created on first use)."""
-  directory = directory or os.environ.get('JAXFIT_CACHE') or os.path.join(
-      os.path.expanduser('~'), '.cache', 'jaxfit')
+  directory = directory or cache_root()
   return os.path.join(directory, DEMO_MODEL_NAME + '.npz')
 
 
 def ensure_demo_body(directory=None):
   """Writes the demo body .npz (atomically) if absent; returns its path."""
-  from jaxfit.io.smpl_file import save_body_model_npz  # pylint: disable=import-outside-toplevel
   path = demo_body_path(directory)
   if not os.path.isfile(path):
     save_body_model_npz(path, demo_body_arrays())
@@ -276,6 +277,5 @@ def ensure_demo_body(directory=None):
 
 
 if __name__ == '__main__':
-  import sys
   target = sys.argv[1] if len(sys.argv) > 1 else 'smpl_model'
   print(ensure_demo_body(target))

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, BodyModel, forward_kinematics
-from jaxfit.data import OPENSIM_TO_SMPL, Trial, make_trial
+from jaxfit.data.trial import OPENSIM_TO_SMPL, Trial, make_trial
 
 J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 

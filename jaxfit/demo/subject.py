@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxfit.io.atomic import atomic_write
 from jaxfit.io.nimble import import_nimble, quiet_native_output, rajagopal_osim_path
+from jaxfit.runtime.files import atomic_write, cache_root
 
 RAJAGOPAL_STATURE_M = 1.669  # bundled model at q = 0 (b3d-format notes)
 FOOT_BODIES = ('calcn_r', 'calcn_l')
@@ -242,8 +242,7 @@ DEMO_SUBJECT_NAME = 'jaxfit_demo_subject_v1'
 
 def ensure_demo_subject(directory=None):
   """Writes the embedded demo subject .b3d (deterministic) if absent; returns its path."""
-  from jaxfit.demo.body_model import demo_body_path  # pylint: disable=import-outside-toplevel
-  directory = directory or os.path.dirname(demo_body_path())
+  directory = directory or cache_root()
   path = os.path.join(directory, DEMO_SUBJECT_NAME, DEMO_SUBJECT_NAME + '.b3d')
   if not os.path.isfile(path):
     write_demo_subject(path)

@@ -1,9 +1,10 @@
 """The fit layer's own typed options: one frozen dataclass per stage, validated once.
 
-The CLI config (`jaxfit.config`) converts its ConfigDict into these at the
-edge; nothing in `jaxfit.fit` knows about the config. An invalid value raises
-OptionError(field, problem), with `field` the dotted option path (e.g.
-'shape.frames'), which the config layer reports as `--config.<field>`.
+Their defaults are jaxfit's recommended settings (chosen by measurement, see
+benchmarks/FINDINGS.md): `FitOptions()` is the recommended fit, and the CLI
+config (`jaxfit.run.config`) is built from these defaults. An invalid value
+raises jaxfit.errors.ConfigError(field, problem), with `field` the dotted
+option path (e.g. 'shape.frames'), the same path as its `--config.<field>`.
 """
 
 import dataclasses
@@ -12,23 +13,51 @@ from typing import Tuple
 
 import numpy as np
 
+from jaxfit.body.model import SMPL_JOINT_NAMES
+from jaxfit.errors import check as _check
 from jaxfit.fit.types import LOSS_TERMS, LossWeights
 
 VARIANTS = ('simultaneous', 'sequential')
 DTYPES = ('float32', 'float64')
 
+# Groups of SMPL joints for per-joint learning-rate multipliers.
+JOINT_GROUPS = {
+    'root': ('pelvis',),
+    'hips': ('left_hip', 'right_hip'),
+    'knees': ('left_knee', 'right_knee'),
+    'feet': ('left_ankle', 'right_ankle', 'left_foot', 'right_foot'),
+    'spine': ('spine1', 'spine2', 'spine3'),
+    'neck_head': ('neck', 'head'),
+    'collars': ('left_collar', 'right_collar'),
+    'shoulders': ('left_shoulder', 'right_shoulder'),
+    'elbows': ('left_elbow', 'right_elbow'),
+    'wrists_hands': ('left_wrist', 'right_wrist', 'left_hand', 'right_hand'),
+}
 
-class OptionError(ValueError):
-  """An invalid fit option: `field` (dotted path) and the problem."""
 
-  def __init__(self, field, problem):
-    self.field, self.problem = field, problem
-    super().__init__(f'{field}: {problem}')
+def joint_lr_from_groups(groups) -> Tuple[float, ...]:
+  """24 per-SMPL-joint multipliers from {group: multiplier} (others 1)."""
+  joint_lr = [1.0] * len(SMPL_JOINT_NAMES)
+  for group, m in groups.items():
+    _check(group in JOINT_GROUPS, f'joint_lr.{group}', f'unknown group; groups are {list(JOINT_GROUPS)}')
+    _check(math.isfinite(m) and m >= 0, f'joint_lr.{group}', f'must be >= 0, got {m}')
+    for name in JOINT_GROUPS[group]:
+      joint_lr[SMPL_JOINT_NAMES.index(name)] = float(m)
+  return tuple(joint_lr)
 
 
-def _check(cond, field, problem):
-  if not cond:
-    raise OptionError(field, problem)
+def joint_lr_groups(joint_lr) -> dict:
+  """{group: multiplier} of 24 per-joint multipliers (each group's first joint)."""
+  return {g: float(joint_lr[SMPL_JOINT_NAMES.index(names[0])]) for g, names in JOINT_GROUPS.items()}
+
+
+# The reference's per-joint rates: feet 0.5, knees 1, hips 1.5.
+DEFAULT_JOINT_LR = joint_lr_from_groups(dict(hips=1.5, feet=0.5))
+# The recommended loss weights (the traced LossWeights default to 0 = off).
+DEFAULT_LOSS = LossWeights(
+    position=1.0, bone_direction=0.05, bone_length=1.0, bone_length_consistency=0.0,
+    pose_reg=1e-6, trans_reg=0.0, shape_prior=3e-6, offset_prior=1e-2, temporal=1e-5,
+    velocity=0.0, acceleration=1e-2, foot_skate=0.0)
 
 
 def _is_int(value):
@@ -58,7 +87,15 @@ class StageOptions:
 class InitOptions(StageOptions):
   """Stage 1. solver: 'lm' (per-frame Levenberg-Marquardt, `iters` iterations)
   or 'adam' (the reference); root: 'kabsch' (closed-form root orientation) or
-  'pelvis' (the reference: zero rotation, translation from the pelvis)."""
+  'pelvis' (the reference: zero rotation, translation from the pelvis).
+
+  15 iterations: with 6, frames of a running swing phase (knee flexion ~1.8
+  rad) stayed in a poor local minimum that the joint solve of stage 2 does
+  not leave (114 mm spikes on the demo run; 1.0 mm max at 15)."""
+  iters: int = 15
+  lr: float = 0.08
+  lr_final_ratio: float = 0.1
+  terms: Tuple[str, ...] = ('position', 'pose_reg')
   solver: str = 'lm'
   root: str = 'kabsch'
 
@@ -77,7 +114,12 @@ class ShapeOptions(StageOptions):
   'closed_form': least-squares betas on `frames` sampled frames alternated
   `rounds` times with LM of the sample, then every frame re-solved with
   `resolve_iters` LM iterations; 'adam': the reference's Adam on betas (lr)
-  and the sample's poses (pose_lr) for `iters` steps."""
+  and the sample's poses (pose_lr) for `iters` steps (iters > 0 adds it
+  after the other methods)."""
+  iters: int = 0
+  lr: float = 0.05
+  lr_final_ratio: float = 0.1
+  terms: Tuple[str, ...] = ('position', 'bone_direction', 'bone_length', 'pose_reg', 'shape_prior')
   method: str = 'joint_lm'
   joint_iters: int = 20
   beta_bound: float = 3.0
@@ -105,7 +147,16 @@ class ShapeOptions(StageOptions):
 @dataclasses.dataclass(frozen=True)
 class PoseOptions(StageOptions):
   """Stage 3 (per-frame refinement). warm_start in [0, 1]: how much each frame
-  of the sequential variant starts from the previous frame's result."""
+  of the sequential variant starts from the previous frame's result.
+
+  Off by default: the joint LM of stage 2 already solves every frame
+  exactly, and Adam's noisy steps only added error (0.16 -> 0.30 mm on SMPL
+  truth) and jitter (benchmarks/FINDINGS.md). configs/sequential.py runs it
+  frame by frame."""
+  iters: int = 0
+  lr: float = 0.01
+  lr_final_ratio: float = 0.05
+  terms: Tuple[str, ...] = ('position', 'bone_direction', 'pose_reg', 'trans_reg', 'temporal')
   warm_start: float = 0.0
 
   def validate(self, name):
@@ -115,8 +166,15 @@ class PoseOptions(StageOptions):
 
 @dataclasses.dataclass(frozen=True)
 class SequenceOptions(StageOptions):
-  """Stage 4 (whole sequence). betas_lr: Adam rate of the shape (0 = fixed)."""
-  betas_lr: float = 0.002
+  """Stage 4 (whole sequence). betas_lr: Adam rate of the shape (0 = fixed:
+  the joint LM chose it under the prior and the bound)."""
+  iters: int = 60
+  lr: float = 0.001
+  lr_final_ratio: float = 0.05
+  terms: Tuple[str, ...] = ('position', 'bone_direction', 'bone_length', 'bone_length_consistency',
+                            'pose_reg', 'trans_reg', 'shape_prior', 'offset_prior', 'temporal',
+                            'velocity', 'acceleration', 'foot_skate')
+  betas_lr: float = 0.0
 
   def validate(self, name):
     super().validate(name)
@@ -137,8 +195,8 @@ class FitOptions:
   """
   variant: str = 'simultaneous'
   dtype: str = 'float32'
-  loss: LossWeights = LossWeights()
-  joint_lr: Tuple[float, ...] = (1.0,) * 24
+  loss: LossWeights = DEFAULT_LOSS
+  joint_lr: Tuple[float, ...] = DEFAULT_JOINT_LR
   init: InitOptions = InitOptions()
   shape: ShapeOptions = ShapeOptions()
   pose: PoseOptions = PoseOptions()

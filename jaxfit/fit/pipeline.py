@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxfit.body.model import BodyModel, forward_kinematics, joint_model, shaped_joints
 from jaxfit.body.rotation import continuous_axis_angle, matrix_to_axis_angle
-from jaxfit.fit import compiled
+from jaxfit.runtime import compiled
 from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
                              solve_betas_jit)
@@ -36,8 +36,7 @@ from jaxfit.fit.lm import lm_frames, moving_joints
 from jaxfit.fit.losses import posed_mapped_joints
 from jaxfit.fit.options import FitOptions
 from jaxfit.fit.types import (LOSS_TERMS, FitParams, LossWeights, StageHyper, Targets,
-                              empty_anchor)
-from jaxfit.prepare import PreparedTrial
+                              TrialArrays, empty_anchor)
 
 LM_CHUNK = 128  # frames per Levenberg-Marquardt call (independent frames)
 
@@ -59,7 +58,7 @@ class FitResult:
   losses: Dict[str, float]
 
 
-def target_distances(prep: PreparedTrial, pairs):
+def target_distances(prep: TrialArrays, pairs):
   """Median target distance [P] m and a weight [P] (fraction of frames seen)."""
   a = np.asarray([p for p, _ in pairs])
   b = np.asarray([q for _, q in pairs])
@@ -112,7 +111,7 @@ def _blocks(x, n, k):
   return x.reshape((n, k) + x.shape[1:])
 
 
-def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=np.float32):
+def _targets(prep: TrialArrays, trans_prior, index=None, dtype=np.float32):
   sel = (lambda a: a) if index is None else (lambda a: a[index])
   return Targets(joints=np.asarray(sel(prep.targets), dtype),
                  weight=np.asarray(sel(prep.weight), dtype),
@@ -162,15 +161,16 @@ def _posed(model, betas, offsets, poses, trans, structure):
   return joints, points
 
 
-def _sample_frames(prep: PreparedTrial, count: int):
+def _sample_frames(prep: TrialArrays, count: int):
   """Evenly spaced frames with at least 4 observed joints (repeats if few)."""
   frames = np.flatnonzero(prep.valid.sum(1) >= 4)
   return frames[np.round(np.linspace(0, len(frames) - 1, count)).astype(int)]
 
 
-def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
+def fit_trial(model: BodyModel, prep: TrialArrays, options: FitOptions,
               progress: Optional[Callable[[str], None]] = None) -> FitResult:
-  """Runs the four stages on one prepared trial. model: BodyModel or JointModel.
+  """Runs the four stages on one trial's arrays (`TrialArrays`, e.g. a
+  jaxfit.data.prepare.PreparedTrial). model: BodyModel or JointModel.
 
   float64 (options.dtype) needs jax_enable_x64 on before any array is made.
   """

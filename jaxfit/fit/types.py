@@ -11,6 +11,7 @@ from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,3 +131,40 @@ class FitStructure:
   left_foot: Tuple[int, ...]
   right_foot: Tuple[int, ...]
   offset_joints: Tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialArrays:
+  """What `fit_trial` fits: one trial's targets, SMPL frame, padded to T_pad.
+
+  targets [T_pad,M,3] m (gaps: interpolated; stand-ins where never seen);
+  filled [T_pad,M,3] gaps linearly interpolated (for initialisation);
+  valid [T,M] observed (unpadded);
+  observed [T_pad,M] in [0,1]: 1 observed, gap_fill interpolated, 0 never seen,
+    padding or weighted 0 (how much a target is data, whatever its weight);
+  weight [T_pad,M] position weight: observed x joint weight x contact factor;
+  exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
+  joint_weight [M]: the position weight of each mapped joint (0 = not fitted).
+  """
+  structure: FitStructure
+  targets: np.ndarray
+  filled: np.ndarray
+  valid: np.ndarray
+  observed: np.ndarray
+  weight: np.ndarray
+  exists: np.ndarray
+  contact: np.ndarray
+  num_frames: int
+  joint_weight: np.ndarray
+
+  @property
+  def used(self):
+    """[M] bool: joints that count at all (observed somewhere, weight > 0)."""
+    return self.valid.any(0) & (self.joint_weight > 0)
+
+  @property
+  def init_weight(self):
+    """[T_pad,M] for closed-form initialisation: every real frame's gap-filled
+    joints, but never a joint the trial never observed (its values are
+    stand-ins) nor one weighted 0."""
+    return self.exists[:, None] * self.used[None]

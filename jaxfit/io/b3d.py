@@ -10,7 +10,7 @@ import dataclasses
 import os
 from typing import List
 
-from jaxfit.data import Trial, make_trial
+from jaxfit.data.trial import Trial, make_trial
 from jaxfit.io.isolated import call_isolated
 
 _NATIVE = 'jaxfit.io.b3d_native'

@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from jaxfit.data import Trial, make_trial
+from jaxfit.data.trial import Trial, make_trial
 from jaxfit.errors import MotionFileError
-from jaxfit.io.atomic import atomic_write
+from jaxfit.runtime.files import atomic_write
 
 
 def read_joints_npz(path) -> Trial:

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxfit.body.model import NUM_JOINTS, NUM_POSE_BLEND, BodyModel, make_body_model
 from jaxfit.errors import ModelFileError
+from jaxfit.runtime.files import atomic_write
 
 REQUIRED_KEYS = ('v_template', 'shapedirs', 'J_regressor', 'weights',
                  'kintree_table', 'f')
@@ -268,7 +269,6 @@ def _validated_model(path, a, num_betas, dtype, gender):
 
 def save_body_model_npz(path, arrays):
   """Writes SMPL-key arrays to `path` (.npz, compressed) atomically."""
-  from jaxfit.io.atomic import atomic_write  # pylint: disable=import-outside-toplevel
   with atomic_write(path) as tmp:
     with open(tmp, 'wb') as f:
       np.savez_compressed(f, **arrays)

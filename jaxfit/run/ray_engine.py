@@ -15,8 +15,11 @@ from typing import Callable, List
 
 from absl import logging
 
-from jaxfit.config import Settings
 from jaxfit.errors import ConfigError
+from jaxfit.io.outputs import summary_row
+from jaxfit.run.config import Settings
+from jaxfit.run.trial import fit_input, settings_model
+from jaxfit.runtime.jax_setup import configure_jax
 
 MAX_RETRIES = 3
 _WORKER_STATE = {}
@@ -24,15 +27,12 @@ _WORKER_STATE = {}
 
 def _fit_input_task(plan, settings: Settings, config_dict, config_sha, verbosity):
   """Runs in a Ray worker: the local engine's fit_input on one input."""
-  # pylint: disable=import-outside-toplevel
-  from jaxfit.app import configure_jax, load_model
-  from jaxfit.dataset import fit_input
   logging.set_verbosity(verbosity)
   key = (settings.model_path, settings.num_betas, settings.fit.dtype,
          settings.compilation_cache_dir)
   if _WORKER_STATE.get('key') != key:
-    configure_jax(settings)
-    _WORKER_STATE.update(key=key, model=load_model(settings))
+    configure_jax(settings.fit.dtype, settings.compilation_cache_dir)
+    _WORKER_STATE.update(key=key, model=settings_model(settings))
   model, model_info = _WORKER_STATE['model']
   return fit_input(plan, settings, model, model_info, config_dict, config_sha)
 
@@ -51,7 +51,6 @@ def run_on_ray(plans, settings: Settings, config_dict, config_sha,
     import ray  # pylint: disable=import-outside-toplevel
   except ImportError:
     raise ConfigError('--config.engine', "ray is not installed: pip install 'jaxfit[ray]'") from None
-  from jaxfit.dataset import summary_row  # pylint: disable=import-outside-toplevel
   started_here = not ray.is_initialized()
   if started_here:
     ray.init(address=settings.ray_address or None, include_dashboard=False,

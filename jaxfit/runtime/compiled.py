@@ -5,7 +5,7 @@ time is measured apart from run time, nothing is traced twice for the same
 shapes, and tests can count the executables of a function (`num_compiled`).
 
 An optional executable store (`set_store`, kept at the I/O edge in
-jaxfit.io.executable_store) persists compiled executables across processes:
+jaxfit.runtime.store) persists compiled executables across processes:
 a later process loads them without tracing, lowering or compiling.
 """
 

@@ -12,11 +12,10 @@ from typing import Mapping, Tuple
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
-from jaxfit.data import (DEFAULT_JOINT_MAP, JointMapping, Trial, contact_from_kinematics,
+from jaxfit.data.trial import (DEFAULT_JOINT_MAP, JointMapping, Trial, contact_from_kinematics,
                          opensim_to_smpl, resolve_mapping)
-from jaxfit.errors import MotionFileError
-from jaxfit.fit.options import OptionError
-from jaxfit.fit.types import FitStructure
+from jaxfit.errors import MotionFileError, check
+from jaxfit.fit.types import FitStructure, TrialArrays
 
 FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
 # AddBiomechanics joints whose definition is not SMPL's: the OpenSim pelvis
@@ -56,14 +55,12 @@ class PrepareOptions:
   offset_joints: Tuple[str, ...] = DEFAULT_OFFSET_JOINTS
 
   def __post_init__(self):
-    def check(cond, field, problem):
-      if not cond:
-        raise OptionError(field, problem)
     for name, smpl in self.joint_map.items():
       check(not smpl or smpl in SMPL_JOINT_NAMES, f'joint_map.{name}',
             f'{smpl!r} is not an SMPL joint; expected one of {SMPL_JOINT_NAMES} or ""')
-    check(len(self.joint_weights) == 24 and all(math.isfinite(w) and w >= 0 for w in self.joint_weights),
-          'joint_weights', 'must be 24 finite weights >= 0')
+    check(len(self.joint_weights) == 24, 'joint_weights', 'must be 24 weights')
+    for name, w in zip(SMPL_JOINT_NAMES, self.joint_weights):
+      check(math.isfinite(w) and w >= 0, f'joint_weights.{name}', f'must be >= 0, got {w}')
     check(0 <= self.gap_fill <= 1, 'loss.gap_fill', f'must be in [0, 1], got {self.gap_fill}')
     check(math.isfinite(self.contact_weight) and self.contact_weight >= 0, 'loss.contact_weight',
           f'must be >= 0, got {self.contact_weight}')
@@ -76,44 +73,15 @@ class PrepareOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class PreparedTrial:
-  """A trial ready to fit (SMPL frame, mapped joints only, padded to T_pad).
-
-  targets [T_pad,M,3] m (gaps: interpolated; stand-ins where never seen);
-  filled [T_pad,M,3] gaps linearly interpolated (for initialisation);
-  valid [T,M] observed (unpadded);
-  observed [T_pad,M] in [0,1]: 1 observed, gap_fill interpolated, 0 never seen,
-    padding or weighted 0 (how much a target is data, whatever its weight);
-  weight [T_pad,M] position weight: observed x joint weight x contact factor;
-  exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
-  joint_weight [M]: the position weight of each mapped joint (0 = not fitted).
-  """
+class PreparedTrial(TrialArrays):
+  """A trial ready to fit: the arrays `fit_trial` takes (TrialArrays: SMPL
+  frame, mapped joints only, padded to T_pad) and where they came from: the
+  trial, its joint mapping, the contact source and the frames with 4 or more
+  valid joints."""
   trial: Trial
   mapping: JointMapping
-  structure: FitStructure
-  targets: np.ndarray
-  filled: np.ndarray
-  valid: np.ndarray
-  observed: np.ndarray
-  weight: np.ndarray
-  exists: np.ndarray
-  contact: np.ndarray
   contact_source: str
-  num_frames: int
   num_valid_frames: int
-  joint_weight: np.ndarray
-
-  @property
-  def used(self):
-    """[M] bool: joints that count at all (observed somewhere, weight > 0)."""
-    return self.valid.any(0) & (self.joint_weight > 0)
-
-  @property
-  def init_weight(self):
-    """[T_pad,M] for closed-form initialisation: every real frame's gap-filled
-    joints, but never a joint the trial never observed (its values are
-    stand-ins) nor one weighted 0."""
-    return self.exists[:, None] * self.used[None]
 
 
 def padded_length(num_frames, unit=128):

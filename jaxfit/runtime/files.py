@@ -1,12 +1,13 @@
-"""Atomic file and directory writes: readers never see half-written output."""
+"""Files: atomic writes (readers never see half-written output) and content hashes."""
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 
 # In the name of every temporary a write makes (and leaves behind only when
-# the process is killed): jaxfit.dataset removes them before a run.
+# the process is killed): jaxfit.run.dataset removes them before a run.
 TEMP_MARK = '.jaxfit-tmp'
 
 
@@ -59,3 +60,17 @@ def atomic_directory(path):
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_root() -> str:
+  """jaxfit's cache folder: $JAXFIT_CACHE, else ~/.cache/jaxfit."""
+  return os.environ.get('JAXFIT_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'jaxfit')
+
+
+def file_sha256(path) -> str:
+  """sha256 hex digest of a file's bytes."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
