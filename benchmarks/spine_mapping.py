@@ -83,7 +83,7 @@ def main():
   lines = [
       '# Joint mapping: AddBiomechanics (Rajagopal) -> SMPL',
       '',
-      'The default table is `DEFAULT_JOINT_MAP` in `jaxfit/config.py` (overridable per joint,',
+      'The default table is `DEFAULT_JOINT_MAP` in `jaxfit/data/trial.py` (overridable per joint,',
       'e.g. `--config.joint_map.back=spine2`, or `--config.joint_map.mtp_r=""` to drop one).',
       '',
       '| AddB joint | SMPL joint | note |', '|---|---|---|',
