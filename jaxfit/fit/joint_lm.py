@@ -25,13 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfit.body.model import JointModel
-from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from jaxfit.fit.lm import joints_and_jacobian, moving_joints
+from jaxfit.fit.lm_common import MAX_ROTATION_STEP, damped, next_damping, rotate, step_scale
 from jaxfit.fit.losses import posed_mapped_joints
 from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
 
-_DAMPING_FLOOR = 1e-2   # relative to the mean curvature (as lm.py)
-_MAX_ROTATION_STEP = 0.5  # rad per coordinate and step
 _MAX_BETA_STEP = 1.0
 _MAX_OFFSET_STEP = 0.03  # m
 
@@ -172,21 +170,15 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     r_p, _ = _shared_prior(b, o, weights, offset_free)
     return jnp.sum(r * r) + jnp.sum(r_p * r_p)
 
-  def damped(h, damping):
-    diag = jnp.diagonal(h, axis1=-2, axis2=-1)
-    floor = _DAMPING_FLOOR * jnp.mean(diag, -1, keepdims=True) + 1e-12
-    return h + damping * (diag + floor)[..., None] * jnp.eye(h.shape[-1], dtype=h.dtype)
-
   def apply(state, d_x, d_s):
     b, o, p, t = state
     nb = b.shape[0]
-    d_s = d_s * jnp.minimum(1.0, _MAX_BETA_STEP / (jnp.max(jnp.abs(d_s[:nb])) + 1e-12))
+    d_s = d_s * step_scale(d_s[:nb], _MAX_BETA_STEP)
     d_off = d_s[nb:].reshape(-1, 3)
     if len(free):
-      d_off = d_off * jnp.minimum(1.0, _MAX_OFFSET_STEP / (jnp.max(jnp.abs(d_off)) + 1e-12))
-    d_x = d_x * jnp.minimum(1.0, _MAX_ROTATION_STEP / (jnp.max(jnp.abs(d_x), -1, keepdims=True) + 1e-12))
-    rot = (axis_angle_to_matrix(p[:, act]) @ axis_angle_to_matrix(d_x[:, :-3].reshape(len(p), -1, 3)))
-    p = p.at[:, act].set(matrix_to_axis_angle(rot))
+      d_off = d_off * step_scale(d_off, _MAX_OFFSET_STEP)
+    d_x = d_x * step_scale(d_x, MAX_ROTATION_STEP, axis=-1)   # per frame
+    p = p.at[:, act].set(rotate(p[:, act], d_x[:, :-3].reshape(len(p), -1, 3)))
     o_new = o.at[free].add(d_off) if len(free) else o
     norm = jnp.linalg.norm(o_new, axis=-1, keepdims=True)
     o_new = o_new * jnp.minimum(1.0, offset_bound / jnp.maximum(norm, 1e-12))
@@ -208,7 +200,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     better = trial_cost < lin['cost']
     new_state = jax.tree.map(lambda a, c: jnp.where(better, a, c), trial_state, state)
     new_lin = jax.lax.cond(better, linearise, lambda s: lin, new_state)
-    return new_state, new_lin, jnp.where(better, damping / 3.0, damping * 4.0)
+    return new_state, new_lin, next_damping(better, damping)
 
   # Start inside the bounds (the closed-form initial shape may lie outside),
   # or every step that the bound clips would be rejected.

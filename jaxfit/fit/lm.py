@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfit.body.model import JointModel, forward_kinematics
-from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle, skew
+from jaxfit.body.rotation import skew
+from jaxfit.fit.lm_common import DAMPING_FLOOR, MAX_ROTATION_STEP, next_damping, rotate, step_scale
 from jaxfit.fit.losses import residuals_from_joints
 from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets, empty_anchor
 
@@ -84,14 +85,6 @@ def stacked_residual(pred, pose, trans, betas, offsets, target: Targets, weights
   return jnp.concatenate([jnp.sqrt(getattr(weights, k)) * res[k].ravel() for k in terms])
 
 
-# Damping floor, relative to the mean curvature: directions the residuals barely
-# see (limb twists, unobserved leaf joints) still get damped.
-_DAMPING_FLOOR = 1e-2
-# Trust region: the largest change of any coordinate in one step (rad or m);
-# the linearisation of rotations is poor beyond about half a radian.
-_MAX_STEP = 0.5
-
-
 @functools.partial(jax.jit, static_argnames=('structure', 'terms'))
 def lm_frames(model: JointModel, betas, offsets, poses, trans, targets: Targets,
               weights: LossWeights, iterations, structure: FitStructure, terms=LOSS_TERMS,
@@ -129,18 +122,18 @@ def lm_frames(model: JointModel, betas, offsets, poses, trans, targets: Targets,
       dr_dpred, dr_dx = jax.jacfwd(res, argnums=(0, 1))(pred, x, pose)
       jac = jnp.einsum('rmc,mcx->rx', dr_dpred, d_pred) + dr_dx
       hess = jac.T @ jac
-      grad = jac.T @ r
       curvature = jnp.diag(hess)
-      lhs = hess + damping * jnp.diag(curvature + _DAMPING_FLOOR * jnp.mean(curvature) + 1e-12)
-      delta = -jnp.linalg.solve(lhs, grad)
-      delta = delta * jnp.minimum(1.0, _MAX_STEP / (jnp.max(jnp.abs(delta)) + 1e-12))
-      rot = (axis_angle_to_matrix(x[:-3].reshape(-1, 3)) @
-             axis_angle_to_matrix(delta[:-3].reshape(-1, 3)))
-      x_new = jnp.concatenate([matrix_to_axis_angle(rot).ravel(), x[-3:] + delta[-3:]])
+      # lm_common.damped's sum, in this solver's own order (see there).
+      lhs = hess + damping * jnp.diag(curvature + DAMPING_FLOOR * jnp.mean(curvature) + 1e-12)
+      delta = -jnp.linalg.solve(lhs, jac.T @ r)
+      # One bound for every coordinate (rad or m).
+      delta = delta * step_scale(delta, MAX_ROTATION_STEP)
+      x_new = jnp.concatenate([rotate(x[:-3].reshape(-1, 3), delta[:-3].reshape(-1, 3)).ravel(),
+                               x[-3:] + delta[-3:]])
       pred_new, d_new, trial = evaluate(x_new)
       better = trial < current
       pick = lambda a, b: jnp.where(better, a, b)
-      return (pick(x_new, x), pick(damping / 3.0, damping * 4.0), pick(pred_new, pred),
+      return (pick(x_new, x), next_damping(better, damping), pick(pred_new, pred),
               pick(d_new, d_pred), jnp.minimum(trial, current))
 
     x0 = jnp.concatenate([pose[act].ravel(), tr])
