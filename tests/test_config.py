@@ -8,6 +8,7 @@ from jaxfit.data.prepare import PrepareOptions
 from jaxfit.errors import ConfigError
 from jaxfit.fit.options import FitOptions
 from jaxfit.run.config import RunOptions, base_config, config_sha256, settings_from_config
+from tests.conftest import make_settings
 
 
 def test_the_typed_defaults_are_the_config_defaults():
@@ -18,14 +19,8 @@ def test_the_typed_defaults_are_the_config_defaults():
 
 
 def _with(**changes):
-  c = base_config()
-  for key, value in changes.items():
-    node = c
-    *path, last = key.split('__')
-    for part in path:
-      node = node[part]
-    node[last] = value
-  return settings_from_config(c)
+  """Settings of the default config with changes (`loss__temporal`: loss.temporal)."""
+  return make_settings(**{k.replace('__', '.'): v for k, v in changes.items()})
 
 
 def test_the_resume_hash_ignores_run_options_and_follows_every_fit_option():
