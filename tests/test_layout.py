@@ -24,7 +24,7 @@ LAYERS = (
 )
 # Optional extras, imported where used (a run without them never loads them).
 LATE_IMPORTS = ('ray', 'matplotlib', 'PIL', 'trimesh', 'pygltflib', 'nimblephysics',
-                'nimblephysics_libs', 'torch')
+                'nimblephysics_libs')
 
 
 def _modules(package):
