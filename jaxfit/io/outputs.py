@@ -106,7 +106,7 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
       json.dump(_json_ready(config), f, indent=1, sort_keys=True, allow_nan=False)
 
 
-def trial_metrics(trial, prep, result, model_info, variant, provenance) -> dict:
+def metrics_json(trial, prep, result, model_info, variant, provenance) -> dict:
   """metrics.json of one fit: errors of the fitted points (SMPL joints plus the
   learned offsets) and of the raw SMPL joints, offsets, times, provenance.
 

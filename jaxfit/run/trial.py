@@ -21,8 +21,8 @@ from jaxfit.demo.subject import ensure_demo_subject
 from jaxfit.errors import JaxfitInputError
 from jaxfit.fit.pipeline import fit_trial
 from jaxfit.io.motion import find_motion_files, read_trials
-from jaxfit.io.outputs import (DEMO_BODY_WARNING, complete_metrics, summary_row, trial_dir,
-                               trial_metrics, write_fit)
+from jaxfit.io.outputs import (DEMO_BODY_WARNING, complete_metrics, metrics_json, summary_row,
+                               trial_dir, write_fit)
 from jaxfit.io.smpl_file import load_body_model
 from jaxfit.run.config import Settings
 from jaxfit.runtime.files import file_sha256
@@ -81,7 +81,7 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   result = fit_trial(model, prep, settings.fit,
                      lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
   wall = time.perf_counter() - t0
-  metrics = trial_metrics(trial, prep, result, model_info, settings.fit.variant, provenance)
+  metrics = metrics_json(trial, prep, result, model_info, settings.fit.variant, provenance)
   metrics['time_s']['wall'] = round(wall, 4)
   if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
     logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
