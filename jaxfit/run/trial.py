@@ -21,8 +21,7 @@ from jaxfit.demo.subject import ensure_demo_subject
 from jaxfit.errors import JaxfitInputError
 from jaxfit.fit.pipeline import fit_trial
 from jaxfit.io.motion import find_motion_files, read_trials
-from jaxfit.io.outputs import (DEMO_BODY_WARNING, complete_metrics, metrics_json, summary_row,
-                               trial_dir, write_fit)
+from jaxfit.io.outputs import complete_metrics, metrics_json, summary_row, trial_dir, write_fit
 from jaxfit.io.smpl_file import load_body_model
 from jaxfit.run.config import Settings
 from jaxfit.runtime.files import file_sha256
