@@ -14,7 +14,10 @@
                `simultaneous` optimises all frames in one block;
   4. sequence: Adam on all frames jointly with bone-length, smoothness and
                contact terms; stages 3+4 repeat `max_passes` times.
-Pure: arrays in, arrays out; no file I/O.
+`fit_plan(options)` lists the stage methods to run, each a `_Fit` method
+FitState -> FitState; a stage of zero steps is left out. The plan is run
+twice: first to make every program ready (prefetch: no values, shapes only),
+then to fit. Pure: arrays in, arrays out; no file I/O.
 """
 
 import dataclasses
@@ -131,28 +134,6 @@ def _call(fn, args, static=None, timings=None, name=None):
 _axis_angle_jit = jax.jit(matrix_to_axis_angle)
 
 
-class _StageRunner:
-  """Runs the one compiled core on a block layout (1 x T or T x 1 blocks)."""
-
-  def __init__(self, model, structure, timings):
-    self.model, self.structure, self.timings = model, structure, timings
-
-  def program(self, betas, offsets, poses, trans, targets, hyper, num_blocks):
-    """(fn, args, static) of the core on this layout (for compiled.call/prefetch)."""
-    k = poses.shape[0] // num_blocks
-    args = (self.model, betas, offsets, _blocks(poses, num_blocks, k), _blocks(trans, num_blocks, k),
-            jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
-            jax.tree.map(np.asarray, empty_anchor(len(self.structure.smpl_index), poses.dtype)),
-            hyper)
-    return fit_blocks, args, dict(structure=self.structure)
-
-  def __call__(self, name, betas, offsets, poses, trans, targets, hyper, num_blocks):
-    """Returns (betas, poses, trans, loss); offsets stay as they are (multiplier 0)."""
-    betas, _, poses_b, trans_b, losses = _call(
-        *self.program(betas, offsets, poses, trans, targets, hyper, num_blocks), self.timings, name)
-    return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape), float(np.sum(losses))
-
-
 @functools.partial(jax.jit, static_argnames=('structure',))
 def _posed(model, betas, offsets, poses, trans, structure):
   """Joints [T,24,3] m and mapped points [T,M,3] m (joints plus offsets)."""
@@ -167,10 +148,241 @@ def _sample_frames(prep: TrialArrays, count: int):
   return frames[np.round(np.linspace(0, len(frames) - 1, count)).astype(int)]
 
 
+@dataclasses.dataclass
+class FitState:
+  """What the stages hand on. betas [B]; offsets [M,3] m (in each mapped
+  joint's frame); poses [T_pad,24,3] rad; trans [T_pad,3] m; trans_prior
+  [T_pad,3] m: the initial root path (what the trans regulariser pulls to)."""
+  betas: np.ndarray
+  offsets: np.ndarray
+  poses: np.ndarray
+  trans: np.ndarray
+  trans_prior: Optional[np.ndarray] = None
+
+
+def fit_plan(options: FitOptions):
+  """The stages `fit_trial` runs, in order: (stage, _Fit method, keyword
+  arguments). Prefetching and fitting both run this plan; a stage of zero
+  steps is not in it."""
+  init, shape = options.init, options.shape
+  plan = []
+  if shape.method != 'adam':
+    plan.append(('init', 'init_shape_from_distances', {}))
+  plan.append(('init', 'init_root_' + init.root, {}))
+  plan.append(('init', 'init_' + init.solver, {}))
+  if shape.method != 'adam':
+    plan.append(('shape', 'shape_' + shape.method, {}))
+  if shape.iters:   # the reference's Adam, also after the other methods
+    plan.append(('shape', 'shape_adam', {}))
+  for p in range(options.max_passes):
+    suffix = '' if p == 0 else f'_pass{p + 1}'
+    pose_iters = options.pose.iters if p == 0 else options.pose.iters // 2
+    if pose_iters:
+      plan.append(('pose' + suffix, 'pose_adam', dict(iters=pose_iters, loss_name='pose' + suffix)))
+    plan.append(('sequence' + suffix, 'sequence_adam', dict(loss_name='sequence' + suffix)))
+  return tuple(plan)
+
+
+class _Fit:
+  """One trial's fit: its constants and one method per stage method, each
+  FitState -> FitState. With prefetch=True no program runs: each is made
+  ready (loaded from the store, or lowered and compiled on a worker thread)
+  and stands in with zeros of its output's shape, so a cold process compiles
+  the whole plan in parallel before the first stage runs."""
+
+  def __init__(self, model, prep: TrialArrays, options: FitOptions, dtype, timings, losses,
+               prefetch=False):
+    self.model, self.prep, self.options, self.dtype = model, prep, options, dtype
+    self.timings, self.losses, self.prefetch = timings, losses, prefetch
+    self.structure = structure = prep.structure
+    self.index = structure.smpl_index
+    self.nb = model.num_betas
+    self.basis = (whitening_basis(model, structure.smpl_index) if options.whiten_betas
+                  else np.eye(self.nb))
+    self.all_frames = np.asarray(prep.init_weight, dtype)
+    self.filled = np.asarray(prep.filled, dtype)
+    self.sample = _sample_frames(prep, options.shape.frames)
+    self.init_weights = stage_hyper(options, 'init', self.nb, 0.0, dtype=dtype).weights
+    # Joints whose rotation moves no mapped point (the arms of a lower-body
+    # skeleton, hands, head) are left in a neutral rest pose, never optimised.
+    self.active = moving_joints(model.parents, self.index, structure.offset_joints)
+    self.sequential = options.variant == 'sequential'
+
+  def initial_state(self) -> FitState:
+    """Zero shape and offsets; rest pose; translation set by stage 1."""
+    t_pad = self.prep.targets.shape[0]
+    inactive = np.setdiff1d(np.arange(24), self.active)
+    poses = np.zeros((t_pad, 24, 3), self.dtype)
+    poses[:, inactive] = REST_POSE[inactive]
+    return FitState(betas=np.zeros((self.nb,), self.dtype),
+                    offsets=np.zeros((len(self.index), 3), self.dtype),
+                    poses=poses, trans=np.zeros((t_pad, 3), self.dtype))
+
+  # ---- the compiled programs and the helpers around them
+
+  def call(self, fn, args, static=None, name=None):
+    """Runs a compiled program (host results); with prefetch, readies it."""
+    if self.prefetch:
+      out = compiled.prefetch(fn, args, static, self.timings)
+      return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), out)
+    return _call(fn, args, static, self.timings, name)
+
+  def hyper(self, stage, betas_lr, **kw):
+    return stage_hyper(self.options, stage, self.nb, betas_lr, dtype=self.dtype,
+                       active_joints=self.active, **kw)
+
+  def targets(self, trans_prior, index=None):
+    return _targets(self.prep, trans_prior, index, self.dtype)
+
+  def adam(self, name, state, poses, trans, targets, hyper, num_blocks, loss_name=None):
+    """The one compiled Adam core on num_blocks blocks of the frames (1 x T or
+    T x 1): (betas, poses, trans); offsets stay as they are (multiplier 0).
+    Times go to `name`, the loss to loss_name (default name)."""
+    k = poses.shape[0] // num_blocks
+    args = (self.model, state.betas, state.offsets, _blocks(poses, num_blocks, k),
+            _blocks(trans, num_blocks, k), jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
+            jax.tree.map(np.asarray, empty_anchor(len(self.index), poses.dtype)), hyper)
+    betas, _, poses_b, trans_b, losses = self.call(fit_blocks, args, dict(structure=self.structure),
+                                                   name)
+    self.losses[loss_name or name] = float(np.sum(losses))
+    return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape)
+
+  def lm(self, name, betas, offsets, poses, trans, targets, iters):
+    """Per-frame LM. Frames are independent here: one executable for fixed
+    chunks of LM_CHUNK frames serves every trial length and the shape sample."""
+    n = poses.shape[0]
+    padded = -(-n // LM_CHUNK) * LM_CHUNK
+    pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
+    poses_p, trans_p = pad(poses), pad(trans)
+    targets_p = jax.tree.map(pad, targets)
+    out_poses, out_trans, cost = [], [], 0.0
+    for start in range(0, padded, LM_CHUNK):
+      chunk = slice(start, start + LM_CHUNK)
+      p, t, c = self.call(lm_frames, (self.model, betas, offsets, poses_p[chunk], trans_p[chunk],
+                                      jax.tree.map(lambda a: a[chunk], targets_p),
+                                      self.init_weights, np.int32(iters)),
+                          dict(structure=self.structure, terms=self.options.init.terms), name)
+      out_poses.append(p)
+      out_trans.append(t)
+      cost += float(np.sum(c))
+    self.losses[name] = cost
+    return np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
+
+  def posed_root(self, name, betas, poses, frames_filled, frames_weight):
+    """Closed-form (Kabsch) root rotation and translation of every frame."""
+    rot, trans = self.call(root_initialisation_jit, (self.model, betas, frames_filled, frames_weight),
+                           dict(smpl_index=self.index), name)
+    poses = poses.copy()
+    poses[:, 0] = self.call(_axis_angle_jit, (rot,), None, name)
+    return poses, trans
+
+  # ---- stage 1: the initial pose of every frame (frames are independent here)
+
+  def init_shape_from_distances(self, s: FitState) -> FitState:
+    """Pose-free shape from the distances of rigidly linked joints."""
+    pairs = rigid_pairs(self.index, self.model.parents)
+    distances, pair_weight = target_distances(self.prep, pairs)
+    betas = self.call(shape_from_distances_jit,
+                      (self.model, np.asarray(distances, self.dtype),
+                       np.asarray(pair_weight, self.dtype)),
+                      dict(pairs=pairs, smpl_index=self.index,
+                           ridge=self.options.loss.shape_prior), 'init')
+    return dataclasses.replace(s, betas=betas)
+
+  def init_root_kabsch(self, s: FitState) -> FitState:
+    poses, trans = self.posed_root('init', s.betas, s.poses, self.filled, self.all_frames)
+    return dataclasses.replace(s, poses=poses, trans=trans, trans_prior=np.asarray(trans))
+
+  def init_root_pelvis(self, s: FitState) -> FitState:
+    """The reference: zero rotation, translation from the pelvis target."""
+    trans = self.filled[:, 0] - shaped_joints(self.model, s.betas)[self.index[0]]
+    return dataclasses.replace(s, trans=trans, trans_prior=np.asarray(trans))
+
+  def init_lm(self, s: FitState) -> FitState:
+    poses, trans = self.lm('init', s.betas, s.offsets, s.poses, s.trans,
+                           self.targets(s.trans_prior), self.options.init.iters)
+    return dataclasses.replace(s, poses=poses, trans=trans)
+
+  def init_adam(self, s: FitState) -> FitState:
+    _, poses, trans = self.adam('init', s, s.poses, s.trans, self.targets(s.trans_prior),
+                                self.hyper('init', 0.0), 1)
+    return dataclasses.replace(s, poses=poses, trans=trans)
+
+  # ---- stage 2: the shape (and the correspondence offsets)
+
+  def shape_joint_lm(self, s: FitState) -> FitState:
+    """Every frame's pose, the betas and the offsets in one Gauss-Newton solve."""
+    options, shape = self.options, self.options.shape
+    betas, offsets, poses, trans, cost = self.call(
+        joint_lm, (self.model, s.betas, s.offsets, s.poses, s.trans, self.targets(s.trans_prior),
+                   options.loss, np.int32(shape.joint_iters),
+                   np.asarray(options.offset_bound, self.dtype),
+                   np.asarray(shape.beta_bound, self.dtype)),
+        dict(structure=self.structure), 'shape')
+    self.losses['shape'] = float(cost)
+    return dataclasses.replace(s, betas=betas, offsets=offsets, poses=poses, trans=trans)
+
+  def shape_closed_form(self, s: FitState) -> FitState:
+    """Exact least-squares betas for the sample's rotations, alternated with
+    per-frame LM of the sample; then every frame is re-solved for that shape."""
+    shape, sample = self.options.shape, self.sample
+    shape_targets = self.targets(s.trans_prior, sample)
+    betas, poses, trans = s.betas, s.poses, s.trans
+    sample_poses, sample_trans = poses[sample], trans[sample]
+    for _ in range(shape.rounds):
+      betas = self.call(solve_betas_jit,
+                        (self.model, sample_poses, shape_targets.joints, shape_targets.weight),
+                        dict(smpl_index=self.index, ridge=self.options.loss.shape_prior), 'shape')
+      sample_poses, sample_trans = self.posed_root('shape', betas, sample_poses,
+                                                   self.filled[sample], self.all_frames[sample])
+      sample_poses, sample_trans = self.lm('shape', betas, s.offsets, sample_poses, sample_trans,
+                                           shape_targets, self.options.init.iters)
+    if shape.resolve_iters:
+      poses, trans = self.posed_root('shape', betas, poses, self.filled, self.all_frames)
+      poses, trans = self.lm('shape', betas, s.offsets, poses, trans, self.targets(s.trans_prior),
+                             shape.resolve_iters)
+    return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
+
+  def shape_adam(self, s: FitState) -> FitState:
+    """The reference's stage 2: Adam on betas and the sample's poses."""
+    shape, sample = self.options.shape, self.sample
+    betas, sample_poses, sample_trans = self.adam(
+        'shape', s, s.poses[sample], s.trans[sample], self.targets(s.trans_prior, sample),
+        self.hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=self.basis), 1)
+    poses, trans = s.poses.copy(), s.trans.copy()
+    poses[sample], trans[sample] = sample_poses, sample_trans
+    return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
+
+  # ---- stages 3 and 4
+
+  def pose_adam(self, s: FitState, iters, loss_name='pose') -> FitState:
+    """Per-frame pose refinement: frame by frame (sequential) or all at once."""
+    hyper = self.hyper('pose', 0.0, iters=iters,
+                       warm_start=self.options.pose.warm_start if self.sequential else 0.0)
+    _, poses, trans = self.adam('pose', s, s.poses, s.trans, self.targets(s.trans_prior), hyper,
+                                s.poses.shape[0] if self.sequential else 1, loss_name)
+    return dataclasses.replace(s, poses=poses, trans=trans)
+
+  def sequence_adam(self, s: FitState, loss_name='sequence') -> FitState:
+    """Whole-sequence refinement (smoothness, bone lengths, contact)."""
+    betas, poses, trans = self.adam('sequence', s, s.poses, s.trans, self.targets(s.trans_prior),
+                                    self.hyper('sequence', self.options.sequence.betas_lr,
+                                               beta_basis=self.basis), 1, loss_name)
+    return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
+
+  def outputs(self, s: FitState):
+    """Continuous poses (no 2 pi jumps between frames), joints [T,24,3] and points [T,M,3]."""
+    poses = self.call(continuous_axis_angle, (s.poses,))
+    joints, points = self.call(_posed, (self.model, s.betas, s.offsets, poses, s.trans),
+                               dict(structure=self.structure))
+    return poses, joints, points
+
+
 def fit_trial(model: BodyModel, prep: TrialArrays, options: FitOptions,
               progress: Optional[Callable[[str], None]] = None) -> FitResult:
-  """Runs the four stages on one trial's arrays (`TrialArrays`, e.g. a
-  jaxfit.data.prepare.PreparedTrial). model: BodyModel or JointModel.
+  """Runs the stages of `fit_plan(options)` on one trial's arrays
+  (`TrialArrays`, e.g. a jaxfit.data.prepare.PreparedTrial). model:
+  BodyModel or JointModel.
 
   float64 (options.dtype) needs jax_enable_x64 on before any array is made.
   """
@@ -182,163 +394,27 @@ def fit_trial(model: BodyModel, prep: TrialArrays, options: FitOptions,
   progress = progress or (lambda stage: None)
   timings: Dict[str, float] = {}
   losses: Dict[str, float] = {}
-  run = _StageRunner(model, prep.structure, timings)
-  structure = prep.structure
-  t_pad = prep.targets.shape[0]
-  nb = model.num_betas
-  basis = whitening_basis(model, structure.smpl_index) if options.whiten_betas else np.eye(nb)
-  init, shape = options.init, options.shape
-  all_frames = np.asarray(prep.init_weight, dtype)
-  filled = np.asarray(prep.filled, dtype)
-  sample = _sample_frames(prep, shape.frames)
-  init_weights = stage_hyper(options, 'init', nb, 0.0, dtype=dtype).weights
-  index = structure.smpl_index
-  # Joints whose rotation moves no mapped point (the arms of a lower-body
-  # skeleton, hands, head) are left in a neutral rest pose, never optimised.
-  active = moving_joints(model.parents, index, structure.offset_joints)
-  hyper = lambda stage, betas_lr, **kw: stage_hyper(options, stage, nb, betas_lr, dtype=dtype,
-                                                     active_joints=active, **kw)
-  offsets = np.zeros((len(index), 3), dtype)
-  sequential = options.variant == 'sequential'
+  plan = fit_plan(options)
+  # Every program of the plan made ready first (shapes are known before any
+  # value is): a cold process compiles them in parallel, not stage by stage.
+  ready = _Fit(model, prep, options, dtype, timings, {}, prefetch=True)
+  state = ready.initial_state()
+  for _, method, kwargs in plan:
+    state = getattr(ready, method)(state, **kwargs)
+  ready.outputs(state)
 
-  def lm_program(betas, poses, trans, targets, iters):
-    return (lm_frames, (model, betas, offsets, poses, trans, targets, init_weights, np.int32(iters)),
-            dict(structure=structure, terms=init.terms))
-
-  def joint_lm_program(betas, poses, trans, targets):
-    return (joint_lm, (model, betas, offsets, poses, trans, targets, options.loss,
-                       np.int32(shape.joint_iters), np.asarray(options.offset_bound, dtype),
-                       np.asarray(shape.beta_bound, dtype)), dict(structure=structure))
-
-  def prefetch():
-    # Lower the default path's programs now and compile them on worker threads
-    # while the next is lowered (shapes are known before any value is): a cold
-    # process compiles them in parallel instead of one stage at a time.
-    betas, poses = np.zeros((nb,), dtype), np.zeros((t_pad, 24, 3), dtype)
-    trans = np.zeros((t_pad, 3), dtype)
-    targets = _targets(prep, trans, dtype=dtype)
-    chunk = lambda a: a[:LM_CHUNK] if len(a) >= LM_CHUNK else np.resize(a, (LM_CHUNK,) + a.shape[1:])
-    programs = []
-    if init.solver == 'lm':
-      programs.append(lm_program(betas, chunk(poses), chunk(trans), jax.tree.map(chunk, targets),
-                                 init.iters))
-    if shape.method == 'joint_lm':
-      programs.append(joint_lm_program(betas, poses, trans, targets))
-    if options.pose.iters and sequential:
-      programs.append(run.program(betas, offsets, poses, trans, targets,
-                                  hyper('pose', 0.0, iters=0), t_pad))
-    programs.append(run.program(betas, offsets, poses, trans, targets,
-                                hyper('sequence', options.sequence.betas_lr, beta_basis=basis), 1))
-    programs.append((continuous_axis_angle, (poses,), {}))
-    programs.append((_posed, (model, betas, offsets, poses, trans), dict(structure=structure)))
-    for fn, args, static in programs:
-      compiled.prefetch(fn, args, static, timings)
-
-  prefetch()
-
-  def lm(name, betas, poses, trans, targets, iters):
-    # Frames are independent here: one executable for fixed chunks of LM_CHUNK
-    # frames serves every trial length and the shape sample (one compilation).
-    n = poses.shape[0]
-    padded = -(-n // LM_CHUNK) * LM_CHUNK
-    pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
-    poses_p, trans_p = pad(poses), pad(trans)
-    targets_p = jax.tree.map(pad, targets)
-    out_poses, out_trans, cost = [], [], 0.0
-    for start in range(0, padded, LM_CHUNK):
-      chunk = slice(start, start + LM_CHUNK)
-      p, t, c = _call(*lm_program(betas, poses_p[chunk], trans_p[chunk],
-                                  jax.tree.map(lambda a: a[chunk], targets_p), iters), timings, name)
-      out_poses.append(p)
-      out_trans.append(t)
-      cost += float(np.sum(c))
-    losses[name] = cost
-    return np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
-
-  def posed_root(name, betas, poses, frames_filled, frames_weight):
-    rot, trans = _call(root_initialisation_jit, (model, betas, frames_filled, frames_weight),
-                       dict(smpl_index=index), timings, name)
-    poses = poses.copy()
-    poses[:, 0] = _call(_axis_angle_jit, (rot,), None, timings, name)
-    return poses, trans
-
-  # Stage 1: initial pose of every frame (frames are independent here).
-  progress('init')
-  betas = np.zeros((nb,), dtype)
-  if shape.method != 'adam':  # pose-free shape from rigidly linked joint distances
-    pairs = rigid_pairs(structure.smpl_index, model.parents)
-    distances, pair_weight = target_distances(prep, pairs)
-    betas = _call(shape_from_distances_jit,
-                          (model, np.asarray(distances, dtype), np.asarray(pair_weight, dtype)),
-                          dict(pairs=pairs, smpl_index=index,
-                               ridge=options.loss.shape_prior), timings, 'init')
-  inactive = np.setdiff1d(np.arange(24), active)
-  poses = np.zeros((t_pad, 24, 3), dtype)
-  poses[:, inactive] = REST_POSE[inactive]
-  if init.root == 'kabsch':
-    poses, trans = posed_root('init', betas, poses, filled, all_frames)
-  else:  # the reference: zero rotation, translation from the pelvis target
-    trans = filled[:, 0] - shaped_joints(model, betas)[structure.smpl_index[0]]
-  trans_prior = np.asarray(trans)
-  targets = _targets(prep, trans_prior, dtype=dtype)
-  if init.solver == 'lm':
-    poses, trans = lm('init', betas, poses, trans, targets, init.iters)
-  else:
-    _, poses, trans, losses['init'] = run('init', betas, offsets, poses, trans, targets,
-                                          hyper('init', 0.0), 1)
-
-  # Stage 2: the shape (and the correspondence offsets).
-  progress('shape')
-  shape_targets = _targets(prep, trans_prior, sample, dtype)
-  if shape.method == 'joint_lm':
-    # Every frame's pose, the betas and the offsets in one Gauss-Newton solve.
-    betas, offsets, poses, trans, cost = _call(*joint_lm_program(betas, poses, trans, targets),
-                                               timings, 'shape')
-    losses['shape'] = float(cost)
-  elif shape.method == 'closed_form':
-    # Exact least-squares betas for the sample's rotations, alternated with
-    # per-frame LM of the sample; then every frame is re-solved for that shape.
-    sample_poses, sample_trans = poses[sample], trans[sample]
-    for _ in range(shape.rounds):
-      betas = _call(solve_betas_jit,
-                            (model, sample_poses, shape_targets.joints, shape_targets.weight),
-                            dict(smpl_index=index, ridge=options.loss.shape_prior),
-                            timings, 'shape')
-      sample_poses, sample_trans = posed_root('shape', betas, sample_poses, filled[sample],
-                                              all_frames[sample])
-      sample_poses, sample_trans = lm('shape', betas, sample_poses, sample_trans,
-                                      shape_targets, init.iters)
-    if shape.resolve_iters:
-      poses, trans = posed_root('shape', betas, poses, filled, all_frames)
-      poses, trans = lm('shape', betas, poses, trans, targets, shape.resolve_iters)
-  if shape.iters:  # Adam on betas and the sample's poses (the reference's stage 2)
-    betas, sample_poses, sample_trans, losses['shape'] = run(
-        'shape', betas, offsets, poses[sample], trans[sample], shape_targets,
-        hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=basis), 1)
-    poses, trans = poses.copy(), trans.copy()
-    poses[sample], trans[sample] = sample_poses, sample_trans
-
-  for p in range(options.max_passes):
-    suffix = '' if p == 0 else f'_pass{p + 1}'
-    pose_iters = options.pose.iters if p == 0 else options.pose.iters // 2
-    # Stage 3: per-frame pose refinement (frame by frame, or all frames at once).
-    progress('pose' + suffix)
-    _, poses, trans, losses['pose' + suffix] = run(
-        'pose', betas, offsets, poses, trans, targets,
-        hyper('pose', 0.0, iters=pose_iters,
-              warm_start=options.pose.warm_start if sequential else 0.0),
-        t_pad if sequential else 1)
-    # Stage 4: whole-sequence refinement.
-    progress('sequence' + suffix)
-    betas, poses, trans, losses['sequence' + suffix] = run(
-        'sequence', betas, offsets, poses, trans, targets,
-        hyper('sequence', options.sequence.betas_lr, beta_basis=basis), 1)
-
+  fit = _Fit(model, prep, options, dtype, timings, losses)
+  state = fit.initial_state()
+  stage = None
+  for name, method, kwargs in plan:
+    if name != stage:
+      progress(name)
+      stage = name
+    state = getattr(fit, method)(state, **kwargs)
+  poses, joints, points = fit.outputs(state)
   n = prep.num_frames
-  poses = _call(continuous_axis_angle, (poses,))  # no 2 pi jumps between frames
-  joints, points = _call(_posed, (model, betas, offsets, poses, trans), dict(structure=structure))
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
-  return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
-                   trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],
-                   offsets=np.asarray(offsets), points=np.asarray(points)[:n],
+  return FitResult(betas=np.asarray(state.betas), poses=np.asarray(poses)[:n],
+                   trans=np.asarray(state.trans)[:n], joints=np.asarray(joints)[:n],
+                   offsets=np.asarray(state.offsets), points=np.asarray(points)[:n],
                    time_s=timings, losses=losses)

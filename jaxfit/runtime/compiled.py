@@ -19,6 +19,7 @@ import jax
 
 _CACHE: Dict[tuple, object] = {}
 _PENDING: Dict[tuple, concurrent.futures.Future] = {}
+_OUT_INFO: Dict[tuple, object] = {}   # output shapes of the pending programs
 _POOL: Optional[concurrent.futures.ThreadPoolExecutor] = None
 _POOL_LOCK = threading.Lock()
 
@@ -72,18 +73,25 @@ def _add_compile_time(timings, t0):
 def prefetch(fn, args, static=None, timings=None):
   """Makes `fn(*args, **static)` ready for a later `call` with arguments of
   the same shapes: loaded from the store, or lowered now and compiled on a
-  worker thread (XLA compiles without the GIL, so several compile at once)."""
+  worker thread (XLA compiles without the GIL, so several compile at once).
+  Returns the shapes and dtypes of its outputs (jax.ShapeDtypeStruct pytree)."""
   static = static or {}
   key = _signature(fn, args, static)
-  if key in _CACHE or key in _PENDING:
-    return
+  if key in _CACHE:
+    return _CACHE[key].out_info
+  if key in _PENDING:
+    return _OUT_INFO[key]
   t0 = time.perf_counter()
   compiled = _STORE.load(key) if _STORE is not None else None
   if compiled is not None:
     _CACHE[key] = compiled
+    out_info = compiled.out_info
   else:
-    _PENDING[key] = _pool().submit(_compile, key, fn.lower(*args, **static))
+    lowered = fn.lower(*args, **static)
+    _PENDING[key] = _pool().submit(_compile, key, lowered)
+    out_info = _OUT_INFO[key] = lowered.out_info
   _add_compile_time(timings, t0)
+  return out_info
 
 
 def _finish_pending(timings):
@@ -92,6 +100,7 @@ def _finish_pending(timings):
   t0 = time.perf_counter()
   for key in list(_PENDING):
     _CACHE[key] = _PENDING.pop(key).result()
+    _OUT_INFO.pop(key, None)
   _add_compile_time(timings, t0)
 
 
@@ -124,6 +133,6 @@ def num_compiled(fn) -> int:
 
 def clear(fn=None):
   """Drops cached executables (of `fn` only, when given)."""
-  for cache in (_CACHE, _PENDING):
+  for cache in (_CACHE, _PENDING, _OUT_INFO):
     for key in [k for k in cache if fn is None or k[0] is fn]:
       del cache[key]
