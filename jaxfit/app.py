@@ -20,7 +20,7 @@ from jaxfit.prepare import prepare_trial
 from jaxfit.io.joints_npz import read_joints_npz
 from jaxfit.io.results import trial_dir, write_trial_outputs
 from jaxfit.io.smpl_file import load_body_model
-from jaxfit.metrics import fit_metrics
+from jaxfit.metrics import trial_metrics
 
 MAX_PLAUSIBLE_BETA = 3.0  # SMPL betas are standard-normal: beyond 3 the mesh is a monster
 
@@ -134,18 +134,9 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   result = fit_trial(model, prep, settings.fit,
                      lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
   wall = time.perf_counter() - t0
-  idx = list(prep.structure.smpl_index)
-  n = prep.num_frames
-  # The fitted points are the SMPL joints plus the learned correspondence
-  # offsets; the raw SMPL joints are reported beside them.
-  metrics = fit_metrics(result.points, prep.targets[:n], prep.valid, trial.fps,
-                        prep.mapping.source_names)
-  raw = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
-                    prep.mapping.source_names)
-  metrics['smpl_joints'] = {k: raw[k] for k in ('mpjpe_mm', 'pa_mpjpe_mm', 'per_joint_mpjpe_mm')}
-  metrics['offsets_mm'] = {prep.mapping.source_names[m]: [round(1000 * float(v), 2)
-                                                           for v in result.offsets[m]]
-                           for m in prep.structure.offset_joints}
+  metrics = trial_metrics(prep, result, trial.fps)
+  for warning in metrics['offset_warnings']:
+    logging.warning('%s: %s', label, warning)
   metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
   metrics['time_s']['wall'] = round(wall, 4)
   metrics['contact_source'] = prep.contact_source
@@ -166,6 +157,7 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics['subject'], metrics['trial'] = trial.subject, trial.name
   metrics['provenance'] = dict(provenance)
   out = trial_dir(settings.output_dir, trial.subject, trial.name)
+  n = prep.num_frames
   write_trial_outputs(
       out, betas=result.betas, poses=result.poses, trans=result.trans,
       gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
@@ -174,8 +166,9 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
       trajectories=dict(targets=prep.targets[:n], fitted=result.points, valid=prep.valid,
                         smpl_joints=result.joints, contact=prep.contact[:n] > 0.5,
                         bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)))
-  logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@100 %.3f, %d frames, '
-               '%.2f s (+%.1f s compile) -> %s', label, metrics['mpjpe_mm'],
-               metrics['pa_mpjpe_mm'], metrics['pck_100mm'], n,
+  logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@50 %.3f (raw SMPL joints, %d comparable '
+               'joints), fit residual %.1f mm, %d frames, %.2f s (+%.1f s compile) -> %s', label,
+               metrics['mpjpe_mm'], metrics['pa_mpjpe_mm'], metrics['pck_50mm'],
+               len(metrics['mpjpe_joints']), metrics['fit_residual_mm'], n,
                result.time_s['total'], result.time_s.get('compile_s', 0.0), out)
   return metrics

@@ -19,7 +19,8 @@ from jaxfit.fit.options import (FitOptions, InitOptions, OptionError, PoseOption
                                 ShapeOptions)
 from jaxfit.fit.types import LOSS_TERMS, LossWeights
 from jaxfit.io.b3d_native import JOINT_CENTRE_SOURCES
-from jaxfit.prepare import DEFAULT_OFFSET_JOINTS, PrepareOptions
+from jaxfit.prepare import (DEFAULT_OFFSET_JOINTS, OFFSET_LIMITS_M, OTHER_OFFSET_LIMIT_M,
+                             PrepareOptions)
 from jaxfit.report import ReportOptions
 
 ENGINES = ('local', 'ray')
@@ -104,10 +105,17 @@ def base_config() -> ml_collections.ConfigDict:
       gap_fill=0.1,         # weight of interpolated targets for missing joints (x joint weight)
   ))
   # Learned correspondence offsets (AddB joint -> SMPL joint, constant per
-  # trial, in the SMPL joint's frame), bounded, with loss.offset_prior towards 0.
+  # trial, in the SMPL joint's frame), with loss.offset_prior towards 0. By
+  # default only on the joints whose definitions differ from SMPL's
+  # (prepare.DEFAULT_OFFSET_JOINTS). Each is bounded (bound_m, per source
+  # joint; 'other' for joints not listed); one above typical_m or at its
+  # bound is a warning (the body cannot match the subject there).
   c.offsets = ml_collections.ConfigDict(dict(
       joints=','.join(DEFAULT_OFFSET_JOINTS),   # source joint names; '' = none
-      bound_m=0.15,
+      bound_m=ml_collections.ConfigDict(dict(
+          {k: v[1] for k, v in OFFSET_LIMITS_M.items()}, other=OTHER_OFFSET_LIMIT_M[1])),
+      typical_m=ml_collections.ConfigDict(dict(
+          {k: v[0] for k, v in OFFSET_LIMITS_M.items()}, other=OTHER_OFFSET_LIMIT_M[0])),
   ))
   c.contact = ml_collections.ConfigDict(dict(
       source='auto',        # auto (file, else heuristic), file, heuristic, none
@@ -124,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.shape = _stage(0, 0.05, 0.1,
                    'position,bone_direction,bone_length,pose_reg,shape_prior',
                    method='joint_lm', joint_iters=20, beta_bound=3.0,
+                   # The shape prior's weight follows the data (empirical Bayes: the
+                   # noise the fit's residual shows, at least noise_floor_m); 'fixed'
+                   # uses loss.shape_prior.
+                   prior='auto', noise_floor_m=1e-4,
                    frames=80, pose_lr=0.03, rounds=2, resolve_iters=5)
   # Stage 3: per-frame Adam refinement. Off by default: the joint LM of stage 2
   # already solves every frame exactly, and Adam's noisy steps only added error
@@ -182,6 +194,20 @@ def _stage_options(cls, c, name):
   return cls(**values)
 
 
+def _offset_limits(offsets):
+  """source joint -> (typical, bound) m from offsets.typical_m / bound_m;
+  joints named only in offsets.joints get the 'other' limits."""
+  _check(set(offsets.bound_m.keys()) == set(offsets.typical_m.keys()), 'offsets.typical_m',
+         'must name the same joints as offsets.bound_m')
+  limits = {str(k): (float(offsets.typical_m[k]), float(offsets.bound_m[k]))
+            for k in offsets.bound_m.keys()}
+  other = limits.pop('other', OTHER_OFFSET_LIMIT_M)
+  for name in str(offsets.joints).split(','):
+    if name.strip() and name.strip() not in limits:
+      limits[name.strip()] = other
+  return limits
+
+
 def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   """Validates a config; raises ConfigError naming the field and the problem."""
   _check(isinstance(c.num_betas, int) and 1 <= c.num_betas <= 300, 'num_betas',
@@ -216,7 +242,8 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
         vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
         height_margin=float(c.contact.height_margin),
         max_frames=c.max_frames, frame_bucket=c.frame_bucket,
-        offset_joints=tuple(n.strip() for n in str(c.offsets.joints).split(',') if n.strip()))
+        offset_joints=tuple(n.strip() for n in str(c.offsets.joints).split(',') if n.strip()),
+        offset_limits=_offset_limits(c.offsets))
     fit = FitOptions(
         variant=str(c.variant), dtype=str(c.dtype),
         loss=LossWeights(**{t: float(c.loss[t]) for t in LOSS_TERMS}),
@@ -224,8 +251,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
         init=_stage_options(InitOptions, c, 'init'), shape=_stage_options(ShapeOptions, c, 'shape'),
         pose=_stage_options(PoseOptions, c, 'pose'),
         sequence=_stage_options(SequenceOptions, c, 'sequence'),
-        max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas),
-        offset_bound=float(c.offsets.bound_m))
+        max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas))
   except OptionError as e:
     raise ConfigError(f'--config.{e.field}', e.problem) from None
   trials = tuple(t.strip() for t in str(c.trials).split(',') if t.strip())

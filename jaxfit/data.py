@@ -109,6 +109,27 @@ DEFAULT_JOINT_MAP = {
     'radius_hand_r': 'right_wrist', 'radius_hand_l': 'left_wrist',
 }
 
+# Source joints whose definition agrees with their SMPL joint's (a joint
+# centre at the same anatomical place): the joints the reference pipeline
+# scores, and the only ones MPJPE is computed over (`mpjpe_mm`). The others
+# (ground_pelvis: the OpenSim pelvis origin between the ASIS; back: the
+# lumbosacral joint; mtp_*: the toe joint) name a different point than their
+# SMPL joint, so their error says how the definitions differ, not how well the
+# body fits. A joint named by its SMPL name (a joints .npz in SMPL names) is
+# that joint, so it is comparable too.
+COMPARABLE_JOINTS = frozenset((
+    'hip_r', 'hip_l', 'walker_knee_r', 'walker_knee_l', 'knee_r', 'knee_l',
+    'ankle_r', 'ankle_l', 'acromial_r', 'acromial_l', 'elbow_r', 'elbow_l',
+    'radius_hand_r', 'radius_hand_l'))
+
+
+def is_comparable(source_name: str, smpl_name: str) -> bool:
+  """True when the source joint and the SMPL joint it is mapped to are defined
+  alike (a comparable joint mapped elsewhere by the user is not)."""
+  return source_name == smpl_name or (source_name in COMPARABLE_JOINTS
+                                      and DEFAULT_JOINT_MAP[source_name] == smpl_name)
+
+
 # A trial can be fitted only with these observed (after mapping): the pelvis
 # or both hips (they fix the root), and both knees and ankles (the legs).
 REQUIRED_SMPL_JOINTS = (('pelvis',), ('left_hip', 'right_hip'))  # one of these groups
@@ -120,15 +141,23 @@ class JointMapping:
   """Resolved correspondence: source joint i -> SMPL joint smpl_index[i].
 
   ignored: source joints that are not fitted (known-unmapped or unknown names).
+  comparable: per mapped joint, True when its definition agrees with its SMPL
+  joint's (`COMPARABLE_JOINTS`): the joints MPJPE is computed over.
   """
   source_names: Tuple[str, ...]
   source_index: Tuple[int, ...]   # columns of Trial.joints used
   smpl_index: Tuple[int, ...]     # SMPL joints they are compared with
   ignored: Tuple[str, ...] = ()
+  comparable: Tuple[bool, ...] = ()
 
   @property
   def smpl_names(self):
     return tuple(SMPL_JOINT_NAMES[i] for i in self.smpl_index)
+
+  @property
+  def comparable_index(self) -> Tuple[int, ...]:
+    """Mapped-joint indices of the comparable joints."""
+    return tuple(m for m, c in enumerate(self.comparable) if c)
 
 
 def resolve_mapping(joint_names: Sequence[str], table: Mapping[str, str],
@@ -171,7 +200,8 @@ def resolve_mapping(joint_names: Sequence[str], table: Mapping[str, str],
       source_names=tuple(a for a, _ in pairs),
       source_index=tuple(names.index(a) for a, _ in pairs),
       smpl_index=tuple(SMPL_JOINT_NAMES.index(s) for _, s in pairs),
-      ignored=tuple(ignored))
+      ignored=tuple(ignored),
+      comparable=tuple(is_comparable(a, s) for a, s in pairs))
 
 
 def contact_from_kinematics(foot_positions, fps, vertical_speed_threshold=0.4,

@@ -38,7 +38,8 @@ from jaxfit.io.atomic import TEMP_MARK, atomic_write
 from jaxfit.io.results import trial_dir
 
 SUMMARY_FIELDS = ('subject', 'trial', 'status', 'fitted_now', 'frames', 'mpjpe_mm',
-                  'pa_mpjpe_mm', 'pck_50mm', 'pck_100mm', 'max_abs_beta', 'fit_s',
+                  'pa_mpjpe_mm', 'pck_50mm', 'pck_100mm', 'fit_residual_mm', 'max_abs_beta',
+                  'fit_s',
                   'compile_s', 'wall_s', 'error', 'input', 'output')
 
 
@@ -102,7 +103,8 @@ def summary_row(subject, trial, status, *, input_path, output='', metrics=None, 
   row = dict(subject=subject, trial=trial, status=status, fitted_now=fitted_now,
              frames=metrics.get('frames'), mpjpe_mm=metrics.get('mpjpe_mm'),
              pa_mpjpe_mm=metrics.get('pa_mpjpe_mm'), pck_50mm=metrics.get('pck_50mm'),
-             pck_100mm=metrics.get('pck_100mm'), max_abs_beta=metrics.get('max_abs_beta'),
+             pck_100mm=metrics.get('pck_100mm'), fit_residual_mm=metrics.get('fit_residual_mm'),
+             max_abs_beta=metrics.get('max_abs_beta'),
              fit_s=time_s.get('total'), compile_s=time_s.get('compile_s', 0.0 if metrics else None),
              wall_s=time_s.get('wall'), error=error, input=input_path, output=output)
   return row
@@ -402,7 +404,7 @@ def make_report(settings: Settings, rows):
 def summary_table(rows) -> str:
   """A plain-text table of the run."""
   header = (f'{"subject":24s} {"trial":24s} {"frames":>6s} {"MPJPE mm":>9s} {"PA mm":>7s} '
-            f'{"PCK100":>6s} {"fit s":>7s} {"compile s":>9s}')
+            f'{"PCK50":>6s} {"resid mm":>8s} {"fit s":>7s} {"compile s":>9s}')
   lines = [header, '-' * len(header)]
   for r in rows:
     if r['status'] != 'ok':
@@ -410,7 +412,7 @@ def summary_table(rows) -> str:
                    f'{r["error"]}')
     else:
       lines.append(f'{r["subject"][:24]:24s} {r["trial"][:24]:24s} {r["frames"]:6d} '
-                   f'{r["mpjpe_mm"]:9.2f} {r["pa_mpjpe_mm"]:7.2f} {r["pck_100mm"]:6.3f} '
-                   f'{r["fit_s"]:7.2f} {r["compile_s"]:9.1f}'
+                   f'{r["mpjpe_mm"]:9.2f} {r["pa_mpjpe_mm"]:7.2f} {r["pck_50mm"]:6.3f} '
+                   f'{r["fit_residual_mm"]:8.2f} {r["fit_s"]:7.2f} {r["compile_s"]:9.1f}'
                    + ('' if r['fitted_now'] else '  (earlier run)'))
   return '\n'.join(lines)

@@ -1,5 +1,10 @@
 """Fit-quality metrics over the mapped joints (pure NumPy; millimetres).
 
+`mpjpe_mm` is the user's metric (the reference pipeline's): the raw SMPL
+joints against the targets over the comparable joints (`data.COMPARABLE_JOINTS`),
+no alignment. The fitted points (joints plus learned offsets) against all
+mapped targets are the fit residual (`fit_residual_mm`), never called MPJPE.
+
 MPJPE is global: predicted and target joints are compared in the same world
 frame with no alignment (translation is fitted). PA-MPJPE aligns each frame by
 a similarity transform (rotation, translation, scale) first.
@@ -33,6 +38,13 @@ def procrustes_aligned(pred, target, valid):
 def fit_metrics(pred, target, valid, fps, joint_names):
   """Metrics dict. pred, target [T,M,3] metres (same frame); valid [T,M] bool."""
   valid = np.asarray(valid, bool)
+  if not valid.any():   # no joint to measure (e.g. no comparable joint mapped)
+    nan = float('nan')
+    return dict(mpjpe_mm=nan, mpjpe_alignment='none (global positions, SMPL world frame)',
+                pa_mpjpe_mm=nan, max_joint_error_mm=nan, per_joint_mpjpe_mm={},
+                per_frame_mpjpe_mm=[None] * len(valid), frames=int(len(valid)),
+                valid_joint_samples=0, fps=float(fps),
+                **{f'pck_{mm}mm': nan for mm in PCK_THRESHOLDS_MM})
   err = np.linalg.norm(pred - target, axis=-1) * 1000.0
   err_valid = err[valid]
   frames_ok = valid.sum(1) >= 3
@@ -63,4 +75,53 @@ def fit_metrics(pred, target, valid, fps, joint_names):
     metrics['jitter_fit_mm_per_frame3'] = float(jerk(pred)[quad].mean()) if quad.any() else None
     metrics['jitter_target_mm_per_frame3'] = float(jerk(target)[quad].mean()) if quad.any() else None
   metrics['fps'] = float(fps)
+  return metrics
+
+
+MPJPE_DEFINITION = ('raw SMPL joints against the target joint centres, over the comparable joints '
+                    '(mpjpe_joints: those whose definitions agree, data.COMPARABLE_JOINTS), no '
+                    'alignment; pa_mpjpe_mm and pck_* on the same joints')
+FIT_RESIDUAL_DEFINITION = ('the fitted points (SMPL joints plus the learned correspondence offsets) '
+                           'against every mapped target: what the fit minimised, not accuracy')
+
+
+def trial_metrics(prep, result, fps) -> dict:
+  """metrics.json's measures of one fit: MPJPE the user's way (raw SMPL joints,
+  comparable joints, no alignment), the fit residual (offset points, all mapped
+  joints) beside it, and the learned offsets with their warnings."""
+  names = prep.mapping.source_names
+  index = np.asarray(prep.structure.smpl_index)
+  n = prep.num_frames
+  keep = list(prep.mapping.comparable_index)
+  raw = result.joints[:, index]
+  metrics = fit_metrics(raw[:, keep], prep.targets[:n, keep], prep.valid[:, keep], fps,
+                        [names[m] for m in keep])
+  metrics['mpjpe_joints'] = [names[m] for m in keep]
+  metrics['mpjpe_definition'] = MPJPE_DEFINITION
+  metrics['per_joint_raw_mm'] = fit_metrics(raw, prep.targets[:n], prep.valid, fps,
+                                            names)['per_joint_mpjpe_mm']
+  residual = fit_metrics(result.points, prep.targets[:n], prep.valid, fps, names)
+  metrics['fit_residual_mm'] = residual['mpjpe_mm']
+  metrics['fit_residual'] = dict(definition=FIT_RESIDUAL_DEFINITION,
+                                 pa_mm=residual['pa_mpjpe_mm'],
+                                 max_mm=residual['max_joint_error_mm'],
+                                 per_joint_mm=residual['per_joint_mpjpe_mm'],
+                                 per_frame_mm=residual['per_frame_mpjpe_mm'])
+  metrics['offsets_mm'] = {names[m]: [round(1000 * float(v), 2) for v in result.offsets[m]]
+                           for m in prep.structure.offset_joints}
+  metrics['offset_limits_mm'] = {names[m]: dict(typical=round(1000 * float(prep.offset_typical[m]), 1),
+                                                bound=round(1000 * float(prep.offset_bound[m]), 1))
+                                 for m in prep.structure.offset_joints}
+  warnings = []
+  for m in prep.structure.offset_joints:
+    size, bound, typical = (float(np.linalg.norm(result.offsets[m])), float(prep.offset_bound[m]),
+                            float(prep.offset_typical[m]))
+    if size >= 0.98 * bound or size > typical:
+      warnings.append(f'learned offset of {names[m]} is {1000 * size:.0f} mm '
+                      f'({"at its bound" if size >= 0.98 * bound else "above its typical size"} '
+                      f'of {1000 * (bound if size >= 0.98 * bound else typical):.0f} mm): the body '
+                      'model cannot match this subject there')
+  metrics['offset_warnings'] = warnings
+  if 'shape_prior_weight' in result.losses:
+    metrics['shape_prior_weight'] = result.losses['shape_prior_weight']
   return metrics

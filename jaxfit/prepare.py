@@ -19,13 +19,28 @@ from jaxfit.fit.options import OptionError
 from jaxfit.fit.types import FitStructure
 
 FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
-# AddBiomechanics joints whose definition is not SMPL's: the OpenSim pelvis
-# origin (between the ASIS), the lumbar joint, the acromion and the toe joint
-# sit centimetres from the SMPL joints they map to, and the OpenSim knees
-# (walker_knee_*, knee_*) are not fixed pivots: their centre translates with
-# flexion. Measured on the real trials (benchmarks/FINDINGS.md).
-DEFAULT_OFFSET_JOINTS = ('ground_pelvis', 'back', 'acromial_r', 'acromial_l', 'mtp_r', 'mtp_l',
-                         'walker_knee_r', 'walker_knee_l', 'knee_r', 'knee_l')
+# AddBiomechanics joints whose definition is not SMPL's, so a constant
+# correspondence offset (in the SMPL joint's frame) is learned for them by
+# default: the OpenSim pelvis origin (between the ASIS, 5-9 cm anterior and
+# superior of SMPL's pelvis joint), the lumbosacral joint `back` (mapped to
+# spine1) and the toe joint (mtp_*). Joints whose definitions agree
+# (hips, knees, ankles, shoulders, elbows, wrists) get no offset unless asked
+# (--config.offsets.joints): an offset there would hide a body that does not
+# match the subject (measured: benchmarks/FINDINGS.md).
+DEFAULT_OFFSET_JOINTS = ('ground_pelvis', 'back', 'mtp_r', 'mtp_l')
+# Per source joint: (typical size, bound) of its offset in metres. The bound is
+# anatomical: how far the two definitions can be apart on an adult (Rajagopal:
+# pelvis origin 9.7 cm from the hip-centre midpoint; lumbar joint 4-6 cm from
+# spine1; toe joint vs SMPL's toe base a few cm). An offset above its typical
+# size, or at its bound, is a warning: the body model cannot match the subject there.
+OFFSET_LIMITS_M = {
+    'ground_pelvis': (0.10, 0.12), 'back': (0.06, 0.08),
+    'mtp_r': (0.04, 0.06), 'mtp_l': (0.04, 0.06),
+    'acromial_r': (0.04, 0.06), 'acromial_l': (0.04, 0.06),
+    'walker_knee_r': (0.02, 0.03), 'walker_knee_l': (0.02, 0.03),
+    'knee_r': (0.02, 0.03), 'knee_l': (0.02, 0.03),
+}
+OTHER_OFFSET_LIMIT_M = (0.02, 0.03)   # any other joint the user gives an offset
 CONTACT_SOURCES = ('auto', 'file', 'heuristic', 'none')
 
 
@@ -42,7 +57,8 @@ class PrepareOptions:
   only the first max_frames frames; frame_bucket: the padding unit (lengths
   are padded to one of a few multiples of it, `padded_length`);
   offset_joints: source joints whose correspondence offset to their SMPL
-  joint is learned (those the trial has and maps).
+  joint is learned (those the trial has and maps); offset_limits: source
+  joint -> (typical, bound) m, `OTHER_OFFSET_LIMIT_M` for joints not listed.
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
@@ -54,6 +70,8 @@ class PrepareOptions:
   max_frames: int = 0
   frame_bucket: int = 128
   offset_joints: Tuple[str, ...] = DEFAULT_OFFSET_JOINTS
+  offset_limits: Mapping[str, Tuple[float, float]] = dataclasses.field(
+      default_factory=lambda: dict(OFFSET_LIMITS_M))
 
   def __post_init__(self):
     def check(cond, field, problem):
@@ -73,6 +91,15 @@ class PrepareOptions:
           f'must be an integer >= 0, got {self.max_frames!r}')
     check(isinstance(self.frame_bucket, int) and self.frame_bucket >= 1, 'frame_bucket',
           f'must be a positive integer, got {self.frame_bucket!r}')
+    for name, (typical, bound) in self.offset_limits.items():
+      check(math.isfinite(bound) and 0 <= bound <= 0.3, f'offsets.bound_m.{name}',
+            f'must be in [0, 0.3] m, got {bound}')
+      check(math.isfinite(typical) and 0 <= typical <= bound, f'offsets.typical_m.{name}',
+            f'must be in [0, bound = {bound}] m, got {typical}')
+
+  def offset_limit(self, name):
+    """(typical, bound) m of a source joint's offset."""
+    return tuple(self.offset_limits.get(name, OTHER_OFFSET_LIMIT_M))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +113,9 @@ class PreparedTrial:
     padding or weighted 0 (how much a target is data, whatever its weight);
   weight [T_pad,M] position weight: observed x joint weight x contact factor;
   exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
-  joint_weight [M]: the position weight of each mapped joint (0 = not fitted).
+  joint_weight [M]: the position weight of each mapped joint (0 = not fitted);
+  offset_bound, offset_typical [M] m: each learned offset's bound and typical
+  size (0 where none is learned).
   """
   trial: Trial
   mapping: JointMapping
@@ -102,6 +131,8 @@ class PreparedTrial:
   num_frames: int
   num_valid_frames: int
   joint_weight: np.ndarray
+  offset_bound: np.ndarray
+  offset_typical: np.ndarray
 
   @property
   def used(self):
@@ -197,13 +228,17 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
   structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index, parents),
                            left_foot=feet['left'], right_foot=feet['right'],
                            offset_joints=offset_joints)
+  limits = np.zeros((len(smpl_index), 2))
+  for m in offset_joints:
+    limits[m] = options.offset_limit(mapping.source_names[m])
   return PreparedTrial(
       trial=trial, mapping=mapping, structure=structure,
       targets=pad(np.where(gap[..., None], filled, joints)), filled=pad_edge(filled), valid=valid,
       observed=pad(observed), weight=pad(weight),
       exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
       contact_source=contact_source, num_frames=num_frames,
-      num_valid_frames=int(frame_ok.sum()), joint_weight=joint_weight)
+      num_valid_frames=int(frame_ok.sum()), joint_weight=joint_weight,
+      offset_bound=limits[:, 1], offset_typical=limits[:, 0])
 
 
 def _contact(trial, filled, feet, options, num_frames):

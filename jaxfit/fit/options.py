@@ -77,10 +77,15 @@ class ShapeOptions(StageOptions):
   'closed_form': least-squares betas on `frames` sampled frames alternated
   `rounds` times with LM of the sample, then every frame re-solved with
   `resolve_iters` LM iterations; 'adam': the reference's Adam on betas (lr)
-  and the sample's poses (pose_lr) for `iters` steps."""
+  and the sample's poses (pose_lr) for `iters` steps. prior: 'auto' (joint_lm:
+  the shape prior's weight follows the noise the fit's own residual shows, at
+  least noise_floor_m m of noise; joint_lm.noise_shape_prior_weight) or
+  'fixed' (loss.shape_prior)."""
   method: str = 'joint_lm'
   joint_iters: int = 20
   beta_bound: float = 3.0
+  prior: str = 'auto'
+  noise_floor_m: float = 1e-4
   frames: int = 80
   rounds: int = 2
   resolve_iters: int = 5
@@ -93,6 +98,9 @@ class ShapeOptions(StageOptions):
     _check(_is_int(self.joint_iters) and self.joint_iters >= 0, f'{name}.joint_iters',
            f'must be an integer >= 0, got {self.joint_iters!r}')
     _check(self.beta_bound > 0, f'{name}.beta_bound', f'must be > 0, got {self.beta_bound}')
+    _check(self.prior in ('auto', 'fixed'), f'{name}.prior', f'must be auto or fixed, got {self.prior!r}')
+    _check(math.isfinite(self.noise_floor_m) and self.noise_floor_m > 0, f'{name}.noise_floor_m',
+           f'must be > 0, got {self.noise_floor_m}')
     _check(self.method != 'adam' or self.iters > 0, f'{name}.iters', 'must be > 0 when method=adam')
     _check(_is_int(self.frames) and self.frames >= 1, f'{name}.frames', f'must be an integer >= 1, got {self.frames!r}')
     _check(_is_int(self.rounds) and self.rounds >= 0, f'{name}.rounds', f'must be an integer >= 0, got {self.rounds!r}')
@@ -132,8 +140,7 @@ class FitOptions:
   (frame by frame); dtype: 'float32' or 'float64' (float64 needs
   jax_enable_x64, which the caller enables); loss: LossWeights;
   joint_lr: 24 per-SMPL-joint learning-rate multipliers; max_passes: stages
-  3+4 repeated; whiten_betas: Adam on a whitened shape basis; offset_bound:
-  the largest correspondence offset (m).
+  3+4 repeated; whiten_betas: Adam on a whitened shape basis.
   """
   variant: str = 'simultaneous'
   dtype: str = 'float32'
@@ -145,7 +152,6 @@ class FitOptions:
   sequence: SequenceOptions = SequenceOptions()
   max_passes: int = 1
   whiten_betas: bool = True
-  offset_bound: float = 0.15
 
   def __post_init__(self):
     _check(self.variant in VARIANTS, 'variant', f'must be one of {VARIANTS}, got {self.variant!r}')
@@ -159,8 +165,6 @@ class FitOptions:
       getattr(self, name).validate(name)
     _check(_is_int(self.max_passes) and self.max_passes >= 1, 'max_passes',
            f'must be an integer >= 1, got {self.max_passes!r}')
-    _check(math.isfinite(self.offset_bound) and self.offset_bound >= 0, 'offsets.bound_m',
-           f'must be >= 0, got {self.offset_bound}')
 
   def stage(self, name) -> StageOptions:
     return getattr(self, name)

@@ -207,8 +207,10 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
 
   def joint_lm_program(betas, poses, trans, targets):
     return (joint_lm, (model, betas, offsets, poses, trans, targets, options.loss,
-                       np.int32(shape.joint_iters), np.asarray(options.offset_bound, dtype),
-                       np.asarray(shape.beta_bound, dtype)), dict(structure=structure))
+                       np.int32(shape.joint_iters), np.asarray(prep.offset_bound, dtype),
+                       np.asarray(shape.beta_bound, dtype),
+                       np.asarray(1.0 if shape.prior == 'auto' else 0.0, dtype),
+                       np.asarray(shape.noise_floor_m, dtype)), dict(structure=structure))
 
   def prefetch():
     # Lower the default path's programs now and compile them on worker threads
@@ -292,9 +294,10 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   shape_targets = _targets(prep, trans_prior, sample, dtype)
   if shape.method == 'joint_lm':
     # Every frame's pose, the betas and the offsets in one Gauss-Newton solve.
-    betas, offsets, poses, trans, cost = _call(*joint_lm_program(betas, poses, trans, targets),
-                                               timings, 'shape')
+    betas, offsets, poses, trans, cost, prior_weight = _call(
+        *joint_lm_program(betas, poses, trans, targets), timings, 'shape')
     losses['shape'] = float(cost)
+    losses['shape_prior_weight'] = float(prior_weight)
   elif shape.method == 'closed_form':
     # Exact least-squares betas for the sample's rotations, alternated with
     # per-frame LM of the sample; then every frame is re-solved for that shape.
