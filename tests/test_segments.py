@@ -205,3 +205,58 @@ def test_invalid_and_nan_frames_are_left_out():
   assert np.all(np.isfinite(swing_f[:len(swing)]))
   none = segment_orientation_metrics(r_os, r_smpl, np.zeros(swing.shape, bool), axes, names)
   assert none['a']['frames'] == 0 and none['a']['total_mean_deg'] is None
+
+
+class _FakeSkeleton:
+  """Two bodies turning about Z by q[0] and q[0] + q[1] (radians)."""
+
+  def __init__(self):
+    self.q = np.zeros(2)
+    self._bodies = [self._Body(self, 'pelvis', 1), self._Body(self, 'femur_r', 2)]
+
+  class _Body:
+    def __init__(self, skel, name, n):
+      self.skel, self.name, self.n = skel, name, n
+
+    def getName(self):  # pylint: disable=invalid-name
+      return self.name
+
+    def getWorldTransform(self):  # pylint: disable=invalid-name
+      angle = float(np.sum(self.skel.q[:self.n]))
+      return type('T', (), {'rotation': lambda _: Rotation.from_rotvec([0, 0, angle]).as_matrix()})()
+
+  def getNumDofs(self):  # pylint: disable=invalid-name
+    return 2
+
+  def getNumBodyNodes(self):  # pylint: disable=invalid-name
+    return 2
+
+  def getBodyNode(self, i):  # pylint: disable=invalid-name
+    return self._bodies[i]
+
+  def setPositions(self, q):  # pylint: disable=invalid-name
+    assert np.all(np.isfinite(q)), 'non-finite poses must not reach nimblephysics'
+    self.q = np.asarray(q, np.float64)
+
+
+def test_stored_path_gives_nan_rotations_for_non_finite_poses_and_fk_path_refuses_them():
+  from types import SimpleNamespace  # pylint: disable=import-outside-toplevel
+  from jaxfit.io import b3d_native  # pylint: disable=import-outside-toplevel
+  poses = np.array([[0.1, np.nan, 0.3], [0.2, 0.0, np.inf]])        # [dofs, T]
+  trial_pass = SimpleNamespace(getJointCenters=lambda: np.zeros((3, 3)),
+                               getGroundBodyWrenches=lambda: np.zeros((0, 3)),
+                               getPoses=lambda: poses)
+  header = SimpleNamespace(getTrials=lambda: [SimpleNamespace(getPasses=lambda: [trial_pass])])
+  subject = SimpleNamespace(loadAllFrames=lambda: None, getHeaderProto=lambda: header)
+  info = dict(index=0, name='walk', num_frames=3)
+  _, _, rot = b3d_native._stored_centres('x.b3d', subject, _FakeSkeleton(), info, 0, 1)  # pylint: disable=protected-access
+  np.testing.assert_allclose(rot[0, 1], Rotation.from_rotvec([0, 0, 0.3]).as_matrix(), atol=1e-12)
+  assert np.all(np.isnan(rot[1:])) and np.all(np.isfinite(rot[0]))
+  frames = [SimpleNamespace(processingPasses=[SimpleNamespace(pos=p, groundContactForce=np.zeros(3))])
+            for p in poses.T]
+  subject = SimpleNamespace(readFrames=lambda *a, **k: frames)
+  skel = _FakeSkeleton()
+  skel.getNumJoints = lambda: 0
+  skel.getJointWorldPositions = lambda joints: np.zeros(0)
+  with pytest.raises(MotionFileError, match=r"^x\.b3d: trial 'walk', frame 1: .*not finite"):
+    b3d_native._fk_centres('x.b3d', subject, skel, info, 0)  # pylint: disable=protected-access
