@@ -43,7 +43,10 @@ class Trial:
 
   joints: [T,J,3] metres in the source frame (OpenSim for .b3d and joints
     .npz), NaN where missing; valid: [T,J] bool; fps: Hz;
-  contact: [T,2] bool (left, right foot on the ground) or None when unknown.
+  contact: [T,2] bool (left, right foot on the ground) or None when unknown;
+  segment_names: [S] OpenSim body names (may be empty); segment_rotations:
+    [T,S,3,3] each body's rotation, body frame -> source world frame (OpenSim
+    for .b3d: v_world = R v_body), NaN where missing; None when unknown.
   """
   subject: str
   name: str
@@ -58,14 +61,21 @@ class Trial:
   sex: Optional[str] = None
   processing_pass: Optional[str] = None
   joint_centre_source: Optional[str] = None  # 'file' (stored) or 'fk' (computed from poses)
+  segment_names: Tuple[str, ...] = ()
+  segment_rotations: Optional[np.ndarray] = None
 
   @property
   def num_frames(self) -> int:
     return self.joints.shape[0]
 
 
-def make_trial(subject, name, source, joint_names, joints, fps, **kwargs):
-  """Builds a Trial, checking shapes; NaN joint centres become invalid."""
+def make_trial(subject, name, source, joint_names, joints, fps, segment_names=(),
+               segment_rotations=None, **kwargs):
+  """Builds a Trial, checking shapes; NaN joint centres become invalid.
+
+  segment_rotations: [T,S,3,3] (S = len(segment_names)) or None; non-finite
+  frames are kept (NaN = missing).
+  """
   joints = np.asarray(joints, np.float64)
   if joints.ndim != 3 or joints.shape[2] != 3 or joints.shape[1] != len(joint_names):
     raise MotionFileError(source, f'trial {name!r}: joints must be [T,{len(joint_names)},3], got {joints.shape}')
@@ -73,12 +83,27 @@ def make_trial(subject, name, source, joint_names, joints, fps, **kwargs):
     raise MotionFileError(source, f'trial {name!r} has zero frames')
   if not np.isfinite(fps) or fps <= 0:
     raise MotionFileError(source, f'trial {name!r}: invalid frame rate {fps}')
+  segment_names = tuple(str(n) for n in segment_names)
+  if segment_rotations is not None:
+    try:
+      segment_rotations = np.array(segment_rotations, np.float64)
+    except (TypeError, ValueError) as e:
+      raise MotionFileError(source, f'trial {name!r}: segment rotations are not numbers ({e})') from None
+    expected = (joints.shape[0], len(segment_names), 3, 3)
+    if segment_rotations.shape != expected:
+      raise MotionFileError(source, f'trial {name!r}: segment rotations must be [T,S,3,3] = '
+                            f'{list(expected)} ({len(segment_names)} segment names), got '
+                            f'{list(segment_rotations.shape)}')
+    segment_rotations.setflags(write=False)
+  elif segment_names:
+    raise MotionFileError(source, f'trial {name!r}: segment names {list(segment_names)} without rotations')
   valid = np.all(np.isfinite(joints), axis=-1)
   joints.setflags(write=False)
   valid.setflags(write=False)
   return Trial(subject=subject, name=name, source=str(source),
                joint_names=tuple(joint_names), joints=joints, fps=float(fps),
-               valid=valid, **kwargs)
+               valid=valid, segment_names=segment_names,
+               segment_rotations=segment_rotations, **kwargs)
 
 
 # AddBiomechanics (OpenSim) joint name -> SMPL joint; '' = known but not fitted.
@@ -129,6 +154,27 @@ def is_comparable(source_name: str, smpl_name: str) -> bool:
   return source_name == smpl_name or (source_name in COMPARABLE_JOINTS
                                       and DEFAULT_JOINT_MAP[source_name] == smpl_name)
 
+
+# OpenSim body -> the SMPL joint whose global rotation turns that segment (SMPL
+# joint j's global rotation turns the segment between j and its child; SMPL
+# 'left' = OpenSim '_l'). Each pair differs by a constant rotation (the two
+# rest-pose conventions: OpenSim's bodies align with its world at q = 0, arms
+# down; SMPL's rest is a T-pose). calcn, not talus, is the foot (the subtalar
+# DOF turns calcn); torso pairs with spine3 (spine1/2 share the lumbar motion);
+# radius pairs with the elbow (the forearm), hand (welded to the radius in
+# AddBiomechanics models) with the wrist. Bodies not listed (talus, ulna) are
+# not compared.
+SEGMENT_PAIRS = {
+    'pelvis': 'pelvis',
+    'femur_r': 'right_hip', 'femur_l': 'left_hip',
+    'tibia_r': 'right_knee', 'tibia_l': 'left_knee',
+    'calcn_r': 'right_ankle', 'calcn_l': 'left_ankle',
+    'toes_r': 'right_foot', 'toes_l': 'left_foot',
+    'torso': 'spine3',
+    'humerus_r': 'right_shoulder', 'humerus_l': 'left_shoulder',
+    'radius_r': 'right_elbow', 'radius_l': 'left_elbow',
+    'hand_r': 'right_wrist', 'hand_l': 'left_wrist',
+}
 
 # A trial can be fitted only with these observed (after mapping): the pelvis
 # or both hips (they fix the root), and both knees and ankles (the legs).
