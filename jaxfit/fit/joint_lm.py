@@ -121,18 +121,23 @@ def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
   return jnp.concatenate([r_b, r_o]), jac.reshape(n_s, n_s).astype(betas.dtype)
 
 
-def noise_shape_prior_weight(position_cost, targets: Targets, weights: LossWeights, num_betas,
-                             num_mapped, noise_floor_m):
+def noise_shape_prior_weight(position_cost, dof_used, targets: Targets, weights: LossWeights,
+                             num_betas, num_mapped, noise_floor_m):
   """The shape prior's weight that the data call for (empirical Bayes).
 
   position_cost: the current weighted position cost (w_pos sum w |d|^2 / (N M));
-  returns B sigma^2 w_pos / (N M) with sigma^2 = sum w |d|^2 / (3 sum w),
-  at least noise_floor_m^2 (m^2 per coordinate).
+  dof_used: the residual degrees of freedom the poses absorb (hat-matrix trace);
+  returns B sigma^2 w_pos / (N M) with the unbiased noise variance per
+  coordinate sigma^2 = sum w |d|^2 / sum w * n / (3 (n - p)) (n = 3 x the
+  observed joint samples, p = dof_used), at least noise_floor_m^2.
   """
   slots = jnp.maximum(jnp.sum(targets.exists) * num_mapped, 1e-9)
-  total_weight = jnp.maximum(jnp.sum(targets.weight * targets.exists[:, None]), 1e-9)
+  observed = targets.exists[:, None] * (targets.weight > 0)
+  total_weight = jnp.maximum(jnp.sum(targets.weight * observed), 1e-9)
+  n = 3.0 * jnp.sum(observed)
   w_pos = jnp.maximum(weights.position, 1e-12)
-  sigma_sq = position_cost * slots / (w_pos * 3.0 * total_weight)
+  sigma_sq = (position_cost * slots / (w_pos * total_weight)
+              * n / (3.0 * jnp.maximum(n - dof_used, 0.05 * n)))
   sigma_sq = jnp.maximum(sigma_sq, jnp.square(noise_floor_m))
   return num_betas * sigma_sq * w_pos / slots
 
@@ -167,10 +172,17 @@ def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights
   systems = jax.vmap(_frame_system, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
   r, j_x, j_s = systems(model, betas, offsets, poses, trans, targets, weights, structure, active,
                         pos_norm, pose_norm)
-  return dict(h_xx=jnp.einsum('tri,trj->tij', j_x, j_x), h_xs=jnp.einsum('tri,trj->tij', j_x, j_s),
+  h_xx = jnp.einsum('tri,trj->tij', j_x, j_x)
+  # Degrees of freedom the poses spend on the position residuals (the trace of
+  # each frame's hat matrix, tr(H_xx^-1 H_pos)): what they absorb of the noise.
+  h_pos = jnp.einsum('tri,trj->tij', j_x[:, :3 * m], j_x[:, :3 * m])
+  ridge = 1e-9 * jnp.max(jnp.diagonal(h_xx, axis1=-2, axis2=-1)) + 1e-30
+  h_reg = h_xx + ridge * jnp.eye(h_xx.shape[-1], dtype=h_xx.dtype)
+  dof_used = jnp.sum(jnp.trace(jax.vmap(jnp.linalg.solve)(h_reg, h_pos), axis1=-2, axis2=-1))
+  return dict(h_xx=h_xx, h_xs=jnp.einsum('tri,trj->tij', j_x, j_s),
               g_x=jnp.einsum('tri,tr->ti', j_x, r), h_ss=jnp.einsum('tri,trj->ij', j_s, j_s),
               g_s=jnp.einsum('tri,tr->i', j_s, r), cost=jnp.sum(r * r),
-              position_cost=jnp.sum(jnp.square(r[:, :3 * m])))
+              position_cost=jnp.sum(jnp.square(r[:, :3 * m])), dof_used=dof_used)
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
@@ -216,8 +228,9 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
   residuals = jax.vmap(_frame_residual, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
 
-  def shape_weight(position_cost):
-    data = noise_shape_prior_weight(position_cost, targets, weights, nb, m, noise_floor_m)
+  def shape_weight(lin):
+    data = noise_shape_prior_weight(lin['position_cost'], lin['dof_used'], targets, weights, nb, m,
+                                    noise_floor_m)
     return auto_prior * data + (1 - auto_prior) * weights.shape_prior
 
   def with_prior(lin, state, w_shape):
@@ -262,7 +275,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
 
   def step(_, carry):
     state, data_lin, damping, _ = carry
-    w_shape = shape_weight(data_lin['position_cost'])
+    w_shape = shape_weight(data_lin)
     lin = with_prior(data_lin, state, w_shape)
     a_xx = damped(lin['h_xx'], damping)
     solve_xx = lambda rhs: jax.vmap(jnp.linalg.solve)(a_xx, rhs)
@@ -290,7 +303,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   data_lin = linearise(state)
   state, data_lin, _, _ = jax.lax.fori_loop(
       0, iterations, step, (state, data_lin, jnp.asarray(initial_damping, poses.dtype),
-                            shape_weight(data_lin['position_cost'])))
-  w_shape = shape_weight(data_lin['position_cost'])
+                            shape_weight(data_lin)))
+  w_shape = shape_weight(data_lin)
   b, o, p, t = state
   return b, o, p, t, with_prior(data_lin, state, w_shape)['cost'], w_shape
