@@ -134,7 +134,10 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   result = fit_trial(model, prep, settings.fit,
                      lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
   wall = time.perf_counter() - t0
-  metrics = trial_metrics(prep, result, trial.fps)
+  metrics = trial_metrics(prep, result, trial.fps,
+                          rest_joints=np.asarray(model.J_template, np.float64)
+                          + np.einsum('jcb,b->jc', np.asarray(model.J_shapedirs, np.float64),
+                                      np.asarray(result.betas, np.float64)))
   for warning in metrics['offset_warnings']:
     logging.warning('%s: %s', label, warning)
   metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}

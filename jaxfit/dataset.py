@@ -39,7 +39,7 @@ from jaxfit.io.results import trial_dir
 
 SUMMARY_FIELDS = ('subject', 'trial', 'status', 'fitted_now', 'frames', 'mpjpe_mm',
                   'pa_mpjpe_mm', 'pck_50mm', 'pck_100mm', 'fit_residual_mm', 'max_abs_beta',
-                  'fit_s',
+                  'worst_twist_segment', 'worst_twist_p95_deg', 'fit_s',
                   'compile_s', 'wall_s', 'error', 'input', 'output')
 
 
@@ -105,6 +105,8 @@ def summary_row(subject, trial, status, *, input_path, output='', metrics=None, 
              pa_mpjpe_mm=metrics.get('pa_mpjpe_mm'), pck_50mm=metrics.get('pck_50mm'),
              pck_100mm=metrics.get('pck_100mm'), fit_residual_mm=metrics.get('fit_residual_mm'),
              max_abs_beta=metrics.get('max_abs_beta'),
+             worst_twist_segment=metrics.get('worst_twist_segment'),
+             worst_twist_p95_deg=metrics.get('worst_twist_p95_deg'),
              fit_s=time_s.get('total'), compile_s=time_s.get('compile_s', 0.0 if metrics else None),
              wall_s=time_s.get('wall'), error=error, input=input_path, output=output)
   return row

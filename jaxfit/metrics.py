@@ -14,7 +14,8 @@ SMPL joints' global rotations after a constant offset per pair.
 
 import numpy as np
 
-from jaxfit.data import OPENSIM_TO_SMPL
+from jaxfit.body.model import SMPL_JOINT_NAMES
+from jaxfit.data import OPENSIM_TO_SMPL, SEGMENT_PAIRS
 
 PCK_THRESHOLDS_MM = (50, 100, 150)
 
@@ -89,10 +90,53 @@ FIT_RESIDUAL_DEFINITION = ('the fitted points (SMPL joints plus the learned corr
                            'against every mapped target: what the fit minimised, not accuracy')
 
 
-def trial_metrics(prep, result, fps) -> dict:
+# The SMPL joint that gives each paired segment's long (twist) axis in the rest
+# pose: the segment runs from the joint to this child (the toes, a leaf, use
+# the ankle -> toe base line).
+TWIST_AXIS = {'pelvis': ('pelvis', 'spine1'), 'left_hip': ('left_hip', 'left_knee'),
+              'right_hip': ('right_hip', 'right_knee'), 'left_knee': ('left_knee', 'left_ankle'),
+              'right_knee': ('right_knee', 'right_ankle'), 'left_ankle': ('left_ankle', 'left_foot'),
+              'right_ankle': ('right_ankle', 'right_foot'), 'left_foot': ('left_ankle', 'left_foot'),
+              'right_foot': ('right_ankle', 'right_foot'), 'spine3': ('spine3', 'neck'),
+              'left_shoulder': ('left_shoulder', 'left_elbow'),
+              'right_shoulder': ('right_shoulder', 'right_elbow'),
+              'left_elbow': ('left_elbow', 'left_wrist'), 'right_elbow': ('right_elbow', 'right_wrist'),
+              'left_wrist': ('left_wrist', 'left_hand'), 'right_wrist': ('right_wrist', 'right_hand')}
+
+
+def trial_segment_orientations(trial, rotations, rest_joints, num_frames):
+  """Per-segment orientation error of a fit against the trial's OpenSim bodies.
+
+  trial: a Trial with segment_names / segment_rotations [T,S,3,3] (or none);
+  rotations [T,24,3,3]: the fit's global joint rotations (SMPL world);
+  rest_joints [24,3] m: the fitted shape's rest joints (twist axes).
+  Returns {segment: stats} (`segment_orientation_metrics`, best constant
+  offset per pair removed) for the paired segments the trial has, or {}.
+  """
+  if trial.segment_rotations is None:
+    return {}
+  names = [n for n in trial.segment_names if n in SEGMENT_PAIRS]
+  if not names:
+    return {}
+  columns = [list(trial.segment_names).index(n) for n in names]
+  joints = [SMPL_JOINT_NAMES.index(SEGMENT_PAIRS[n]) for n in names]
+  axes = []
+  for j in joints:
+    a, b = TWIST_AXIS[SMPL_JOINT_NAMES[j]]
+    v = rest_joints[SMPL_JOINT_NAMES.index(b)] - rest_joints[SMPL_JOINT_NAMES.index(a)]
+    axes.append(v / max(np.linalg.norm(v), 1e-12))
+  r_os = np.asarray(trial.segment_rotations[:num_frames][:, columns], np.float64)
+  r_smpl = np.asarray(rotations[:num_frames][:, joints], np.float64)
+  valid = np.all(np.isfinite(r_os), axis=(-1, -2))
+  return segment_orientation_metrics(r_os, r_smpl, valid, np.asarray(axes), names)
+
+
+def trial_metrics(prep, result, fps, rest_joints=None) -> dict:
   """metrics.json's measures of one fit: MPJPE the user's way (raw SMPL joints,
   comparable joints, no alignment), the fit residual (offset points, all mapped
-  joints) beside it, and the learned offsets with their warnings."""
+  joints) beside it, the learned offsets with their warnings, and (rest_joints
+  [24,3] given, the trial with OpenSim body rotations) the segment orientation
+  errors with the worst segment's twist."""
   names = prep.mapping.source_names
   index = np.asarray(prep.structure.smpl_index)
   n = prep.num_frames
@@ -128,6 +172,15 @@ def trial_metrics(prep, result, fps) -> dict:
   metrics['offset_warnings'] = warnings
   if 'shape_prior_weight' in result.losses:
     metrics['shape_prior_weight'] = result.losses['shape_prior_weight']
+  segments = ({} if rest_joints is None else
+              trial_segment_orientations(prep.trial, result.rotations, np.asarray(rest_joints), n))
+  metrics['segment_orientation_deg'] = {k: {f: v for f, v in e.items() if f != 'offset'}
+                                        for k, e in segments.items()}
+  metrics['segment_frame_offsets'] = {k: e['offset'] for k, e in segments.items()}
+  twists = {k: e['twist_p95_deg'] for k, e in segments.items() if e['twist_p95_deg'] is not None}
+  worst = max(twists, key=twists.get) if twists else None
+  metrics['worst_twist_segment'] = worst
+  metrics['worst_twist_p95_deg'] = twists[worst] if worst else None
   return metrics
 
 

@@ -48,6 +48,7 @@ class FitResult:
   offsets [M,3] m (each mapped joint's learned correspondence offset, in the
   joint's frame; zero where none is learned); points [T,M,3] m: the mapped
   joints plus their offsets, what was compared with the targets;
+  rotations [T,24,3,3]: every joint's global rotation (SMPL world);
   time_s: seconds per stage (compilation excluded) and compile_s; loss per stage."""
   betas: np.ndarray
   poses: np.ndarray
@@ -55,6 +56,7 @@ class FitResult:
   joints: np.ndarray
   offsets: np.ndarray
   points: np.ndarray
+  rotations: np.ndarray
   time_s: Dict[str, float]
   losses: Dict[str, float]
 
@@ -156,10 +158,11 @@ class _StageRunner:
 
 @functools.partial(jax.jit, static_argnames=('structure',))
 def _posed(model, betas, offsets, poses, trans, structure):
-  """Joints [T,24,3] m and mapped points [T,M,3] m (joints plus offsets)."""
-  joints = jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t)[0])(poses, trans)
+  """Joints [T,24,3] m, global rotations [T,24,3,3] and mapped points [T,M,3] m
+  (joints plus offsets)."""
+  joints, rotations = jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t))(poses, trans)
   points = posed_mapped_joints(model, FitParams(betas, poses, trans, offsets), structure)
-  return joints, points
+  return joints, rotations, points
 
 
 def _sample_frames(prep: PreparedTrial, count: int):
@@ -339,9 +342,10 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
 
   n = prep.num_frames
   poses = _call(continuous_axis_angle, (poses,))  # no 2 pi jumps between frames
-  joints, points = _call(_posed, (model, betas, offsets, poses, trans), dict(structure=structure))
+  joints, rotations, points = _call(_posed, (model, betas, offsets, poses, trans),
+                                    dict(structure=structure))
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
   return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
                    trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],
                    offsets=np.asarray(offsets), points=np.asarray(points)[:n],
-                   time_s=timings, losses=losses)
+                   rotations=np.asarray(rotations)[:n], time_s=timings, losses=losses)
