@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES
-from jaxfit.data import DEFAULT_JOINT_MAP
+from jaxfit.data import DEFAULT_JOINT_MAP, SEGMENT_GROUPS
 from jaxfit.errors import ConfigError
 from jaxfit.fit.options import (FitOptions, InitOptions, OptionError, PoseOptions, SequenceOptions,
                                 ShapeOptions)
@@ -96,8 +96,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.joint_lr = ml_collections.ConfigDict({g: 1.0 for g in JOINT_GROUPS})
   c.joint_lr.hips = 1.5
   c.joint_lr.feet = 0.5
+  # Per segment group: the weight of each paired OpenSim body's orientation
+  # (data.SEGMENT_GROUPS), times loss.orientation; 0 = not fitted.
+  c.orientation_weights = ml_collections.ConfigDict(
+      {g: 1.0 for g in sorted(set(SEGMENT_GROUPS.values()))})
   c.loss = ml_collections.ConfigDict(dict(
-      position=1.0, bone_direction=0.05, bone_length=1.0,
+      # orientation: the OpenSim segment orientations (files that carry them),
+      # rad^2 against the position term's m^2 (0 = joint centres only).
+      position=1.0, orientation=1e-3, bone_direction=0.05, bone_length=1.0,
       bone_length_consistency=0.0, pose_reg=1e-6, trans_reg=0.0,
       shape_prior=3e-6, offset_prior=1e-2, temporal=1e-5, velocity=0.0, acceleration=1e-2,
       foot_skate=0.0,
@@ -126,7 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
   # position and pose prior. 15 iterations: with 6, frames of a running swing
   # phase (knee flexion ~1.8 rad) stayed in a poor local minimum that the joint
   # solve of stage 2 does not leave (114 mm spikes on the demo run; 1.0 mm max at 15).
-  c.init = _stage(15, 0.08, 0.1, 'position,pose_reg', solver='lm', root='kabsch')
+  c.init = _stage(15, 0.08, 0.1, 'position,orientation,pose_reg', solver='lm', root='kabsch')
   # Stage 2: closed-form shape (rigid distances, then least squares alternated
   # with LM on the sample); iters > 0 adds the reference's Adam shape fit.
   c.shape = _stage(0, 0.05, 0.1,
@@ -142,12 +148,12 @@ def base_config() -> ml_collections.ConfigDict:
   # (0.16 -> 0.30 mm on SMPL truth) and jitter (benchmarks/FINDINGS.md).
   # configs/sequential.py runs it frame by frame.
   c.pose = _stage(0, 0.01, 0.05,
-                  'position,bone_direction,pose_reg,trans_reg,temporal',
+                  'position,orientation,bone_direction,pose_reg,trans_reg,temporal',
                   warm_start=0.0)
   # Stage 4: whole-sequence smoothing with the shape held (betas_lr 0: the
   # joint LM chose it under the prior and the bound).
   c.sequence = _stage(60, 0.001, 0.05,
-                      'position,bone_direction,bone_length,bone_length_consistency,'
+                      'position,orientation,bone_direction,bone_length,bone_length_consistency,'
                       'pose_reg,trans_reg,shape_prior,offset_prior,temporal,velocity,'
                       'acceleration,foot_skate', betas_lr=0.0)
   c.max_passes = 1
@@ -243,7 +249,9 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
         height_margin=float(c.contact.height_margin),
         max_frames=c.max_frames, frame_bucket=c.frame_bucket,
         offset_joints=tuple(n.strip() for n in str(c.offsets.joints).split(',') if n.strip()),
-        offset_limits=_offset_limits(c.offsets))
+        offset_limits=_offset_limits(c.offsets),
+        orientations=float(c.loss.orientation) > 0,
+        orientation_weights={str(k): float(v) for k, v in c.orientation_weights.items()})
     fit = FitOptions(
         variant=str(c.variant), dtype=str(c.dtype),
         loss=LossWeights(**{t: float(c.loss[t]) for t in LOSS_TERMS}),

@@ -176,6 +176,51 @@ SEGMENT_PAIRS = {
     'hand_r': 'right_wrist', 'hand_l': 'left_wrist',
 }
 
+
+
+def _about_z(angle):
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _about_x(angle):
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+# The SMPL global rotation (SMPL world) of each paired joint when the body
+# stands as OpenSim's q = 0 does (upright, arms hanging, palms forward): the
+# identity, except the arms, which SMPL's T-pose holds out sideways, palms
+# down: the left arm (+X) turned down by -90 degrees about +Z (forward), the
+# right one by +90 degrees, and the forearms and hands also supinated by 90
+# degrees about their own axis (measured on the real trials: the constant
+# offset of radius and hand is 110-116 degrees about the forearm axis without
+# it, 20-26 with it; the rest is the trials' mean posture).
+SMPL_POSE_AT_OPENSIM_ZERO = {
+    'left_shoulder': _about_z(-np.pi / 2), 'right_shoulder': _about_z(np.pi / 2),
+    'left_elbow': _about_z(-np.pi / 2) @ _about_x(-np.pi / 2),
+    'left_wrist': _about_z(-np.pi / 2) @ _about_x(-np.pi / 2),
+    'right_elbow': _about_z(np.pi / 2) @ _about_x(-np.pi / 2),
+    'right_wrist': _about_z(np.pi / 2) @ _about_x(-np.pi / 2)}
+
+# Paired OpenSim bodies grouped for their orientation weights (config
+# `orientation_weights.<group>`).
+SEGMENT_GROUPS = {'pelvis': 'pelvis', 'femur_r': 'femur', 'femur_l': 'femur', 'tibia_r': 'tibia',
+                  'tibia_l': 'tibia', 'calcn_r': 'foot', 'calcn_l': 'foot', 'toes_r': 'toes',
+                  'toes_l': 'toes', 'torso': 'torso', 'humerus_r': 'humerus',
+                  'humerus_l': 'humerus', 'radius_r': 'forearm', 'radius_l': 'forearm',
+                  'hand_r': 'hand', 'hand_l': 'hand'}
+
+
+def segment_rest_offset(smpl_joint: str) -> np.ndarray:
+  """[3,3] C with R_smpl = A R_opensim C (A = OPENSIM_TO_SMPL) when the two
+  bodies stand alike: at OpenSim's q = 0 every body frame is the world's
+  (R_opensim = I), so C = A^T G, G the SMPL joint's global rotation in that
+  stance (`SMPL_POSE_AT_OPENSIM_ZERO`). Maps SMPL rest-frame vectors to the
+  OpenSim body frame."""
+  return OPENSIM_TO_SMPL.T @ SMPL_POSE_AT_OPENSIM_ZERO.get(smpl_joint, np.eye(3))
+
+
 # A trial can be fitted only with these observed (after mapping): the pelvis
 # or both hips (they fix the root), and both knees and ankles (the legs).
 REQUIRED_SMPL_JOINTS = (('pelvis',), ('left_hip', 'right_hip'))  # one of these groups

@@ -12,8 +12,9 @@ from typing import Mapping, Tuple
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
-from jaxfit.data import (DEFAULT_JOINT_MAP, JointMapping, Trial, contact_from_kinematics,
-                         opensim_to_smpl, resolve_mapping)
+from jaxfit.data import (DEFAULT_JOINT_MAP, OPENSIM_TO_SMPL, SEGMENT_GROUPS, SEGMENT_PAIRS,
+                         JointMapping, Trial, contact_from_kinematics, opensim_to_smpl,
+                         resolve_mapping, segment_rest_offset)
 from jaxfit.errors import MotionFileError
 from jaxfit.fit.options import OptionError
 from jaxfit.fit.types import FitStructure
@@ -58,7 +59,10 @@ class PrepareOptions:
   are padded to one of a few multiples of it, `padded_length`);
   offset_joints: source joints whose correspondence offset to their SMPL
   joint is learned (those the trial has and maps); offset_limits: source
-  joint -> (typical, bound) m, `OTHER_OFFSET_LIMIT_M` for joints not listed.
+  joint -> (typical, bound) m, `OTHER_OFFSET_LIMIT_M` for joints not listed;
+  orientations: fit the OpenSim segment orientations the trial carries
+  (segment_rotations), each paired segment weighted by its group's
+  orientation_weights entry (data.SEGMENT_GROUPS; 0 = not fitted).
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
@@ -72,6 +76,9 @@ class PrepareOptions:
   offset_joints: Tuple[str, ...] = DEFAULT_OFFSET_JOINTS
   offset_limits: Mapping[str, Tuple[float, float]] = dataclasses.field(
       default_factory=lambda: dict(OFFSET_LIMITS_M))
+  orientations: bool = True
+  orientation_weights: Mapping[str, float] = dataclasses.field(
+      default_factory=lambda: {g: 1.0 for g in sorted(set(SEGMENT_GROUPS.values()))})
 
   def __post_init__(self):
     def check(cond, field, problem):
@@ -91,6 +98,10 @@ class PrepareOptions:
           f'must be an integer >= 0, got {self.max_frames!r}')
     check(isinstance(self.frame_bucket, int) and self.frame_bucket >= 1, 'frame_bucket',
           f'must be a positive integer, got {self.frame_bucket!r}')
+    for group, w in self.orientation_weights.items():
+      check(group in SEGMENT_GROUPS.values(), f'orientation_weights.{group}',
+            f'unknown segment group; groups are {sorted(set(SEGMENT_GROUPS.values()))}')
+      check(math.isfinite(w) and w >= 0, f'orientation_weights.{group}', f'must be >= 0, got {w}')
     for name, (typical, bound) in self.offset_limits.items():
       check(math.isfinite(bound) and 0 <= bound <= 0.3, f'offsets.bound_m.{name}',
             f'must be in [0, 0.3] m, got {bound}')
@@ -115,7 +126,13 @@ class PreparedTrial:
   exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
   joint_weight [M]: the position weight of each mapped joint (0 = not fitted);
   offset_bound, offset_typical [M] m: each learned offset's bound and typical
-  size (0 where none is learned).
+  size (0 where none is learned);
+  segment_names [S]: the paired OpenSim bodies whose orientation is fitted
+  (their SMPL joints: structure.segment_joints); segment_rotations
+  [T_pad,S,3,3]: A R_opensim, each body's rotation in the SMPL world (identity
+  where missing); segment_weight [T_pad,S]: its weight (0 missing or padding);
+  segment_rest_offset [S,3,3]: the constant frame offset C of each pair from
+  the two rest poses (data.segment_rest_offset): R_smpl = A R_opensim C.
   """
   trial: Trial
   mapping: JointMapping
@@ -133,6 +150,10 @@ class PreparedTrial:
   joint_weight: np.ndarray
   offset_bound: np.ndarray
   offset_typical: np.ndarray
+  segment_names: Tuple[str, ...]
+  segment_rotations: np.ndarray
+  segment_weight: np.ndarray
+  segment_rest_offset: np.ndarray
 
   @property
   def used(self):
@@ -225,9 +246,12 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
   pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
   offset_joints = tuple(m for m, name in enumerate(mapping.source_names)
                         if name in options.offset_joints and joint_weight[m] > 0 and valid[:, m].any())
+  segments, seg_rot, seg_weight = _segments(trial, options, num_frames)
   structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index, parents),
                            left_foot=feet['left'], right_foot=feet['right'],
-                           offset_joints=offset_joints)
+                           offset_joints=offset_joints,
+                           segment_joints=tuple(SMPL_JOINT_NAMES.index(SEGMENT_PAIRS[n])
+                                                for n in segments))
   limits = np.zeros((len(smpl_index), 2))
   for m in offset_joints:
     limits[m] = options.offset_limit(mapping.source_names[m])
@@ -238,7 +262,25 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
       exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
       contact_source=contact_source, num_frames=num_frames,
       num_valid_frames=int(frame_ok.sum()), joint_weight=joint_weight,
-      offset_bound=limits[:, 1], offset_typical=limits[:, 0])
+      offset_bound=limits[:, 1], offset_typical=limits[:, 0],
+      segment_names=segments, segment_rotations=pad_edge(seg_rot), segment_weight=pad(seg_weight),
+      segment_rest_offset=np.asarray([segment_rest_offset(SEGMENT_PAIRS[n]) for n in segments]
+                                     ).reshape(-1, 3, 3))
+
+
+def _segments(trial, options, num_frames):
+  """(names [S], rotations [T,S,3,3] in the SMPL world, weight [T,S]) of the
+  paired segments to fit: those the trial has, with a weight > 0."""
+  if not options.orientations or trial.segment_rotations is None:
+    return (), np.zeros((num_frames, 0, 3, 3)), np.zeros((num_frames, 0))
+  names = tuple(n for n in trial.segment_names if n in SEGMENT_PAIRS
+                and options.orientation_weights.get(SEGMENT_GROUPS[n], 0.0) > 0)
+  columns = [list(trial.segment_names).index(n) for n in names]
+  rot = np.asarray(trial.segment_rotations[:num_frames][:, columns], np.float64)
+  ok = np.all(np.isfinite(rot), axis=(-1, -2))
+  rot = np.where(ok[..., None, None], rot, np.eye(3))
+  weight = ok * np.asarray([options.orientation_weights[SEGMENT_GROUPS[n]] for n in names])[None]
+  return names, np.einsum('ab,tsbc->tsac', OPENSIM_TO_SMPL, rot), weight.reshape(num_frames, -1)
 
 
 def _contact(trial, filled, feet, options, num_frames):

@@ -4,7 +4,7 @@ Unknowns: per frame t, the rotations of the active joints and the translation
 (x_t, at most 75 numbers); shared by all frames, the betas and the free joint
 correspondence offsets (s, B + 3 O numbers). The objective is the Adam core's
 loss restricted to the terms that define the body:
-  position * L_position + pose_reg * L_pose_reg
+  position * L_position + orientation * L_orientation + pose_reg * L_pose_reg
   + shape_prior * L_shape_prior + offset_prior * L_offset_prior
 (losses.py), so both solvers minimise the same function.
 
@@ -42,8 +42,8 @@ import numpy as np
 
 from jaxfit.body.model import JointModel
 from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
-from jaxfit.fit.lm import joints_and_jacobian, moving_joints
-from jaxfit.fit.losses import posed_mapped_joints
+from jaxfit.fit.lm import active_joints, joints_and_jacobian, orientation_rows
+from jaxfit.fit.losses import posed_mapped_joints, posed_points_and_rotations
 from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
 
 _DAMPING_FLOOR = 1e-2   # relative to the mean curvature (as lm.py)
@@ -66,24 +66,32 @@ def _pose_prior_columns(active):
 
 
 def _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
-                    pos_norm, pose_norm):
-  """Residual of one frame [3M + 3 * body joints]: sqrt-weighted position and pose prior."""
-  points = _frame_points(model, betas, offsets, pose, trans, structure)
-  return _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm)
+                    pos_norm, pose_norm, seg_norm):
+  """Residual of one frame [3M + 9S + 3 * body joints]: sqrt-weighted position,
+  orientation and pose prior."""
+  points, rotations = posed_points_and_rotations(
+      model, FitParams(betas, pose[None], trans[None], offsets), structure)
+  return _residual_of_points(points[0], rotations[0], pose, target, weights, structure, active,
+                             pos_norm, pose_norm, seg_norm)
 
 
-def _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm):
-  """_frame_residual given the frame's points [M,3] m."""
+def _residual_of_points(points, rotations, pose, target, weights, structure, active, pos_norm,
+                        pose_norm, seg_norm):
+  """_frame_residual given the frame's points [M,3] m and rotations [24,3,3]."""
   scale = jnp.sqrt(weights.position * target.weight / pos_norm)[:, None]
   body, _ = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
-  return jnp.concatenate([(scale * (points - target.joints)).reshape(-1),
+  seg = np.asarray(structure.segment_joints, int)
+  ori = (jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * seg_norm))[:, None, None]
+         * (rotations[seg] - target.seg_rot))
+  return jnp.concatenate([(scale * (points - target.joints)).reshape(-1), ori.reshape(-1),
                           prior * pose[body].reshape(-1)])
 
 
 def _frame_system(model, betas, offsets, pose, trans, target, weights, structure, active,
-                  pos_norm, pose_norm):
-  """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one frame."""
+                  pos_norm, pose_norm, seg_norm):
+  """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one
+  frame; rows: position [3M], orientation [9S], pose prior."""
   offset_free = structure.offset_joints
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
@@ -103,9 +111,12 @@ def _frame_system(model, betas, offsets, pose, trans, target, weights, structure
   _, col = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
   j_pose = jnp.zeros((len(col), j_x.shape[1]), j_x.dtype).at[np.arange(len(col)), col].set(prior)
-  r = _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm)
-  return (r, jnp.concatenate([j_x, j_pose]),
-          jnp.concatenate([j_s, jnp.zeros((len(col), j_s.shape[1]), j_x.dtype)]))
+  # Orientation rows (analytic, lm.orientation_rows); the shape does not turn segments.
+  _, j_ori = orientation_rows(rot, target, weights, structure, active, model.parents, seg_norm)
+  r = _residual_of_points(points, rot, pose, target, weights, structure, active, pos_norm,
+                          pose_norm, seg_norm)
+  return (r, jnp.concatenate([j_x, j_ori, j_pose]),
+          jnp.concatenate([j_s, jnp.zeros((len(j_ori) + len(col), j_s.shape[1]), j_x.dtype)]))
 
 
 def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
@@ -162,16 +173,24 @@ def _bound_projector(betas, offsets, rhs, beta_bound, offset_bound, free):
   return jax.scipy.linalg.block_diag(*blocks)
 
 
+def _norms(targets: Targets, structure: FitStructure):
+  """Normalisers of the position, pose-prior and orientation residuals (counts
+  of real frames x slots, as losses.py)."""
+  frames = jnp.sum(targets.exists)
+  return (jnp.maximum(frames * len(structure.smpl_index), 1e-9), jnp.maximum(frames * 69, 1e-9),
+          jnp.maximum(frames * len(structure.segment_joints), 1e-9))
+
+
 def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure):
   """Gauss-Newton pieces of the data terms (position, pose prior), frames [T]:
   h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], h_ss [n_s,n_s], g_s [n_s], cost."""
-  active = moving_joints(model.parents, structure.smpl_index, structure.offset_joints)
+  active = active_joints(model.parents, structure)
   m = len(structure.smpl_index)
-  pos_norm = jnp.maximum(jnp.sum(targets.exists) * m, 1e-9)
-  pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
-  systems = jax.vmap(_frame_system, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
+  pos_norm, pose_norm, seg_norm = _norms(targets, structure)
+  systems = jax.vmap(_frame_system,
+                     in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
   r, j_x, j_s = systems(model, betas, offsets, poses, trans, targets, weights, structure, active,
-                        pos_norm, pose_norm)
+                        pos_norm, pose_norm, seg_norm)
   h_xx = jnp.einsum('tri,trj->tij', j_x, j_x)
   # Degrees of freedom the poses spend on the position residuals (the trace of
   # each frame's hat matrix, tr(H_xx^-1 H_pos)): what they absorb of the noise.
@@ -218,15 +237,15 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   Returns (betas, offsets, poses, trans, final loss, shape prior weight used).
   """
   offset_free = structure.offset_joints
-  active = moving_joints(model.parents, structure.smpl_index, offset_free)
+  active = active_joints(model.parents, structure)
   act = np.asarray(active)
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
   nb = betas.shape[0]
   offset_bound = jnp.broadcast_to(jnp.asarray(offset_bound, poses.dtype), (m,))
-  pos_norm = jnp.maximum(jnp.sum(targets.exists) * m, 1e-9)
-  pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
-  residuals = jax.vmap(_frame_residual, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
+  norms = _norms(targets, structure)
+  residuals = jax.vmap(_frame_residual,
+                       in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
 
   def shape_weight(lin):
     data = noise_shape_prior_weight(lin['position_cost'], lin['dof_used'], targets, weights, nb, m,
@@ -246,7 +265,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
 
   def cost_of(state, w_shape):
     b, o, p, t = state
-    r = residuals(model, b, o, p, t, targets, weights, structure, active, pos_norm, pose_norm)
+    r = residuals(model, b, o, p, t, targets, weights, structure, active, *norms)
     r_p, _ = _shared_prior(b, o, w_shape, weights.offset_prior, offset_free)
     return jnp.sum(r * r) + jnp.sum(r_p * r_p)
 

@@ -32,7 +32,7 @@ from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
                              solve_betas_jit)
 from jaxfit.fit.joint_lm import joint_lm
-from jaxfit.fit.lm import lm_frames, moving_joints
+from jaxfit.fit.lm import active_joints, lm_frames
 from jaxfit.fit.losses import posed_mapped_joints
 from jaxfit.fit.options import FitOptions
 from jaxfit.fit.types import (LOSS_TERMS, FitParams, LossWeights, StageHyper, Targets,
@@ -49,6 +49,8 @@ class FitResult:
   joint's frame; zero where none is learned); points [T,M,3] m: the mapped
   joints plus their offsets, what was compared with the targets;
   rotations [T,24,3,3]: every joint's global rotation (SMPL world);
+  frame_offsets [S,3,3]: each fitted segment pair's constant frame offset C
+  (R_smpl = A R_opensim C, prep.segment_names);
   time_s: seconds per stage (compilation excluded) and compile_s; loss per stage."""
   betas: np.ndarray
   poses: np.ndarray
@@ -57,6 +59,7 @@ class FitResult:
   offsets: np.ndarray
   points: np.ndarray
   rotations: np.ndarray
+  frame_offsets: np.ndarray
   time_s: Dict[str, float]
   losses: Dict[str, float]
 
@@ -114,14 +117,38 @@ def _blocks(x, n, k):
   return x.reshape((n, k) + x.shape[1:])
 
 
-def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=np.float32):
+def _targets(prep: PreparedTrial, trans_prior, index=None, dtype=np.float32, frame_offsets=None):
+  """Targets of the fit; frame_offsets [S,3,3]: each segment pair's constant
+  offset C (default: from the rest poses), so the SMPL joint targets A R_os C."""
   sel = (lambda a: a) if index is None else (lambda a: a[index])
+  c = prep.segment_rest_offset if frame_offsets is None else frame_offsets
   return Targets(joints=np.asarray(sel(prep.targets), dtype),
                  weight=np.asarray(sel(prep.weight), dtype),
                  observed=np.asarray(sel(prep.observed), dtype),
                  exists=np.asarray(sel(prep.exists), dtype),
                  contact=np.asarray(sel(prep.contact), dtype),
-                 trans_prior=np.asarray(sel(trans_prior), dtype))
+                 trans_prior=np.asarray(sel(trans_prior), dtype),
+                 seg_rot=np.asarray(np.einsum('tsab,sbc->tsac', sel(prep.segment_rotations), c), dtype),
+                 seg_weight=np.asarray(sel(prep.segment_weight), dtype))
+
+
+def refine_frame_offsets(segment_rotations, segment_weight, fitted, rest_offsets, prior=1.0):
+  """Each segment pair's constant frame offset C, refined on a trial: the
+  rotation nearest (chordal mean, projected onto SO(3)) to C_t = (A R_os,t)^T G_t
+  over the frames, with the rest-pose value as a prior worth `prior` times the
+  frames' total weight.
+
+  segment_rotations [T,S,3,3] A R_os (SMPL world); segment_weight [T,S];
+  fitted [T,S,3,3] the paired joints' global rotations; rest_offsets [S,3,3].
+  Returns [S,3,3].
+  """
+  w = np.asarray(segment_weight, np.float64)
+  total = w.sum(0)                                                       # [S]
+  mean = np.einsum('ts,tsba,tsbc->sac', w, segment_rotations, fitted)
+  mean = mean + prior * total[:, None, None] * rest_offsets
+  u, _, vt = np.linalg.svd(mean)
+  d = np.sign(np.linalg.det(u @ vt))
+  return u @ (np.eye(3)[None] * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[:, None]) @ vt
 
 
 def _call(fn, args, static=None, timings=None, name=None):
@@ -198,7 +225,7 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   index = structure.smpl_index
   # Joints whose rotation moves no mapped point (the arms of a lower-body
   # skeleton, hands, head) are left in a neutral rest pose, never optimised.
-  active = moving_joints(model.parents, index, structure.offset_joints)
+  active = active_joints(model.parents, structure)
   hyper = lambda stage, betas_lr, **kw: stage_hyper(options, stage, nb, betas_lr, dtype=dtype,
                                                      active_joints=active, **kw)
   offsets = np.zeros((len(index), 3), dtype)
@@ -292,9 +319,20 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
     _, poses, trans, losses['init'] = run('init', betas, offsets, poses, trans, targets,
                                           hyper('init', 0.0), 1)
 
+  # The constant frame offset of each segment pair, refined on this trial's
+  # stage-1 fit (which followed the rest-pose offsets), prior at the rest pose.
+  frame_offsets = prep.segment_rest_offset
+  if structure.segment_joints:
+    _, rotations, _ = _call(_posed, (model, betas, offsets, poses, trans), dict(structure=structure))
+    n = prep.num_frames
+    frame_offsets = refine_frame_offsets(
+        prep.segment_rotations[:n], prep.segment_weight[:n],
+        rotations[:n][:, list(structure.segment_joints)], prep.segment_rest_offset)
+    targets = _targets(prep, trans_prior, dtype=dtype, frame_offsets=frame_offsets)
+
   # Stage 2: the shape (and the correspondence offsets).
   progress('shape')
-  shape_targets = _targets(prep, trans_prior, sample, dtype)
+  shape_targets = _targets(prep, trans_prior, sample, dtype, frame_offsets)
   if shape.method == 'joint_lm':
     # Every frame's pose, the betas and the offsets in one Gauss-Newton solve.
     betas, offsets, poses, trans, cost, prior_weight = _call(
@@ -348,4 +386,5 @@ def fit_trial(model: BodyModel, prep: PreparedTrial, options: FitOptions,
   return FitResult(betas=np.asarray(betas), poses=np.asarray(poses)[:n],
                    trans=np.asarray(trans)[:n], joints=np.asarray(joints)[:n],
                    offsets=np.asarray(offsets), points=np.asarray(points)[:n],
-                   rotations=np.asarray(rotations)[:n], time_s=timings, losses=losses)
+                   rotations=np.asarray(rotations)[:n], frame_offsets=np.asarray(frame_offsets),
+                   time_s=timings, losses=losses)

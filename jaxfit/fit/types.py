@@ -41,7 +41,10 @@ class Targets:
   up-weighting); observed [K,M] in [0,1]: how much each target is data (1
   observed, the gap_fill weight where interpolated, 0 never seen); exists [K]
   1 for real frames, 0 for padding; contact [K,2] (left, right foot) in {0,1};
-  trans_prior [K,3] m, the translation the trans regulariser pulls towards.
+  trans_prior [K,3] m, the translation the trans regulariser pulls towards;
+  seg_rot [K,S,3,3]: the global rotation (SMPL world) each paired segment's
+  SMPL joint should have (the OpenSim body's, through its constant frame
+  offset; FitStructure.segment_joints); seg_weight [K,S] >= 0 (0 = none).
   """
   joints: jax.Array
   weight: jax.Array
@@ -49,10 +52,13 @@ class Targets:
   exists: jax.Array
   contact: jax.Array
   trans_prior: jax.Array
+  seg_rot: jax.Array
+  seg_weight: jax.Array
 
 
 jax.tree_util.register_dataclass(
-    Targets, data_fields=['joints', 'weight', 'observed', 'exists', 'contact', 'trans_prior'],
+    Targets, data_fields=['joints', 'weight', 'observed', 'exists', 'contact', 'trans_prior',
+                          'seg_rot', 'seg_weight'],
     meta_fields=[])
 
 
@@ -74,7 +80,7 @@ def empty_anchor(num_mapped: int, dtype=jnp.float32) -> Anchor:
                 joints=jnp.zeros((num_mapped, 3), dtype), valid=jnp.zeros((), dtype))
 
 
-LOSS_TERMS = ('position', 'bone_direction', 'bone_length',
+LOSS_TERMS = ('position', 'orientation', 'bone_direction', 'bone_length',
               'bone_length_consistency', 'pose_reg', 'trans_reg',
               'shape_prior', 'offset_prior', 'temporal', 'velocity', 'acceleration',
               'foot_skate')
@@ -83,6 +89,7 @@ LOSS_TERMS = ('position', 'bone_direction', 'bone_length',
 class LossWeights(NamedTuple):
   """One traced scalar weight per loss term (0 switches a term off)."""
   position: float = 1.0
+  orientation: float = 0.0
   bone_direction: float = 0.0
   bone_length: float = 0.0
   bone_length_consistency: float = 0.0
@@ -123,10 +130,13 @@ class FitStructure:
   smpl_index: SMPL joint of each mapped target joint [M];
   bones: (parent, child) pairs in mapped-joint indices;
   left_foot, right_foot: mapped indices of each foot's joints (ankle, toes);
-  offset_joints: mapped indices whose correspondence offset is learned.
+  offset_joints: mapped indices whose correspondence offset is learned;
+  segment_joints: the SMPL joint of each paired segment whose orientation is
+  a target (Targets.seg_rot), () when the trial has no segment rotations.
   """
   smpl_index: Tuple[int, ...]
   bones: Tuple[Tuple[int, int], ...]
   left_foot: Tuple[int, ...]
   right_foot: Tuple[int, ...]
   offset_joints: Tuple[int, ...] = ()
+  segment_joints: Tuple[int, ...] = ()
