@@ -74,6 +74,8 @@ def orientation_rows(rotations, target: Targets, weights: LossWeights, structure
   """
   seg = np.asarray(structure.segment_joints, int)
   act = np.asarray(active)
+  if not len(seg):
+    return jnp.zeros((0,), rotations.dtype), jnp.zeros((0, 3 * len(act) + 3), rotations.dtype)
   scale = jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * norm))      # [S]
   g = rotations[seg]                                                            # [S,3,3]
   r = scale[:, None, None] * (g - target.seg_rot)
