@@ -36,7 +36,9 @@ def test_the_resume_hash_ignores_run_options_and_follows_every_fit_option():
   fit_changes = dict(num_betas=8, processing_pass='dynamics', joint_centres='fk', max_frames=9,
                      variant='sequential', frame_bucket=64, dtype='float64',
                      joint_map__back='spine2', joint_weights__head=0.5, joint_lr__hips=1.0,
-                     loss__temporal=0.5, loss__gap_fill=0.2, offsets__joints='', offsets__bound_m=0.1,
+                     loss__temporal=0.5, loss__gap_fill=0.2, loss__orientation=0.0,
+                     offsets__joints='', offsets__bound_m__back=0.07, offsets__typical_m__other=0.01,
+                     orientation_weights__pelvis=0.5, shape__prior='fixed',
                      contact__source='none', init__iters=3, shape__frames=7, pose__warm_start=0.5,
                      sequence__terms='position', max_passes=2, whiten_betas=False)
   for key, value in fit_changes.items():

@@ -231,6 +231,88 @@ def test_analytic_kinematic_jacobian_matches_autodiff(demo_model, with_offsets):
     assert 23 in active and 23 not in moving_joints(model.parents, structure_index)
 
 
+def test_analytic_orientation_jacobian_matches_autodiff(demo_model):
+  """The orientation rows' Jacobian (right increments of every ancestor and of
+  the segment's own joint turn its global rotation) equals autodiff's."""
+  from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
+  from jaxfit.fit.lm import active_joints, orientation_rows
+  from jaxfit.fit.types import FitStructure, LossWeights, Targets
+  model = joint_model(demo_model)
+  segments = (0, 2, 5, 8, 11, 9, 17, 19, 21)
+  structure = FitStructure(smpl_index=(0, 1, 2, 4, 5, 7, 8), bones=(), left_foot=(), right_foot=(),
+                           segment_joints=segments)
+  active = active_joints(model.parents, structure)
+  assert 21 in active and 11 in active      # leaf segments' own joints become unknowns
+  rng = np.random.default_rng(2)
+  pose = jnp.asarray(rng.normal(scale=0.5, size=(24, 3)), jnp.float32)
+  trans = jnp.asarray(rng.normal(size=3), jnp.float32)
+  betas = jnp.zeros(10, jnp.float32)
+  seg_rot = jnp.asarray(np.stack([axis_angle_to_matrix(jnp.asarray(rng.normal(size=3)))
+                                  for _ in segments]), jnp.float32)
+  target = Targets(joints=None, weight=None, observed=None, exists=jnp.ones(()), contact=None,
+                   trans_prior=None, seg_rot=seg_rot,
+                   seg_weight=jnp.asarray(rng.uniform(0.5, 2, len(segments)), jnp.float32))
+  weights = LossWeights(orientation=0.3)
+  act = np.asarray(active)
+
+  def rows(delta):
+    rot = axis_angle_to_matrix(pose[act]) @ axis_angle_to_matrix(delta[:-3].reshape(-1, 3))
+    full = pose.at[act].set(matrix_to_axis_angle(rot))
+    _, rotations = forward_kinematics(model, betas, full, trans + delta[-3:])
+    return orientation_rows(rotations, target, weights, structure, active, model.parents, 9.0)
+  zero = jnp.zeros(3 * len(active) + 3, jnp.float32)
+  r, jac = rows(zero)
+  auto = jax.jacfwd(lambda d: rows(d)[0])(zero)
+  np.testing.assert_allclose(np.asarray(jac), np.asarray(auto), atol=2e-4)
+  # Its squared norm is the orientation loss of losses.py (weighted).
+  _, rotations = forward_kinematics(model, betas, pose, trans)
+  g = np.asarray(rotations)[list(segments)]
+  want = 0.3 * np.sum(np.asarray(target.seg_weight)[:, None, None] * (g - np.asarray(seg_rot)) ** 2) / 2 / 9
+  np.testing.assert_allclose(float(jnp.sum(r * r)), want, rtol=1e-4)
+
+
+def test_joint_solve_cost_is_the_losses_total(demo_model):
+  """The joint LM minimises the Adam core's loss on the same terms: its cost
+  equals losses.total_loss (position, orientation, pose prior, shape and offset
+  priors) at the same parameters."""
+  from jaxfit.fit.joint_lm import joint_lm
+  from jaxfit.fit.losses import total_loss
+  from jaxfit.fit.pipeline import _targets
+  from jaxfit.fit.types import LossWeights, empty_anchor
+  from jaxfit.io.b3d import read_b3d_trials
+  import os
+  real = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
+                      'data', 'real', 'dev_opencap_unfiltered.b3d')
+  if not os.path.exists(real):
+    pytest.skip('no ../shared/data/real here')
+  settings = make_settings(**{'max_frames': 40})
+  trial = read_b3d_trials(real, trials=['walking2'])[0]
+  prep = prepare_trial(trial, settings.prepare, demo_model.parents)
+  assert prep.structure.segment_joints and prep.structure.offset_joints
+  model = joint_model(demo_model)
+  t = prep.targets.shape[0]
+  rng = np.random.default_rng(3)
+  poses = jnp.asarray(rng.normal(scale=0.2, size=(t, 24, 3)), jnp.float32)
+  trans = jnp.asarray(np.asarray(prep.filled[:, 0]), jnp.float32)
+  targets = _targets(prep, np.zeros((t, 3)))
+  weights = LossWeights(position=1.0, orientation=1e-3, pose_reg=1e-6, shape_prior=1e-5,
+                        offset_prior=1e-2)
+  betas = jnp.asarray(rng.normal(scale=0.5, size=10), jnp.float32)
+  offsets = jnp.asarray(rng.normal(scale=0.01, size=(len(prep.structure.smpl_index), 3))
+                        * np.isin(np.arange(len(prep.structure.smpl_index)),
+                                  prep.structure.offset_joints)[:, None], jnp.float32)
+  # The LM's pose prior covers the joints it moves; hold the others at zero.
+  from jaxfit.fit.lm import active_joints
+  inactive = np.setdiff1d(np.arange(24), active_joints(model.parents, prep.structure))
+  params0 = FitParams(betas, poses.at[:, inactive].set(0.0), trans, offsets)
+  out0 = joint_lm(model, betas, offsets, params0.poses, trans, targets, weights, 0,
+                  jnp.full((16,), 0.2), 3.0, 0.0, structure=prep.structure)
+  want0 = total_loss(model, params0, targets, empty_anchor(len(prep.structure.smpl_index)),
+                     prep.structure, weights)
+  np.testing.assert_allclose(float(out0[4]), float(want0), rtol=1e-4)
+  assert float(want0) > 0
+
+
 def test_closed_form_shape_pieces_are_exact(demo_model, truth_trial):
   trial, truth = truth_trial
   settings = _settings()

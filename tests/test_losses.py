@@ -17,6 +17,7 @@ SMPL_INDEX = (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 16, 17, 18, 19, 20, 21)
 LEFT_FOOT, RIGHT_FOOT = (6, 8), (7, 9)   # mapped indices of (ankle, foot) per side
 K = 7
 OFFSET_JOINTS = (0, 3, 8, 10)   # mapped indices with a learned correspondence offset
+SEGMENT_JOINTS = (0, 1, 4, 7, 9, 10, 16, 18, 21)   # SMPL joints with an orientation target
 
 
 def _rotation(v):
@@ -35,6 +36,10 @@ def reference_losses(joints_fn, params, targets, anchor, structure):
   bones = structure.bones
   out = {}
   out['position'] = np.sum(t['weight'][..., None] * (pred - t['joints']) ** 2) / (real * m)
+  world = np.stack([joints_fn(poses[k], trans[k], rotations=True) for k in range(K)])
+  g = world[:, list(structure.segment_joints)]
+  out['orientation'] = (np.sum(t['seg_weight'][..., None, None] * (g - t['seg_rot']) ** 2) / 2
+                        / (real * len(structure.segment_joints)))
   bw = np.array([[min(t['observed'][k, p], t['observed'][k, c]) for p, c in bones] for k in range(K)])
   unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
   vec = lambda x: np.stack([x[:, c] - x[:, p] for p, c in bones], 1)
@@ -85,7 +90,8 @@ def reference_losses(joints_fn, params, targets, anchor, structure):
 def block(demo_model):
   rng = np.random.default_rng(4)
   model = joint_model(demo_model)
-  structure = FitStructure(SMPL_INDEX, mapped_bones(SMPL_INDEX), LEFT_FOOT, RIGHT_FOOT, OFFSET_JOINTS)
+  structure = FitStructure(SMPL_INDEX, mapped_bones(SMPL_INDEX), LEFT_FOOT, RIGHT_FOOT, OFFSET_JOINTS,
+                           SEGMENT_JOINTS)
   m = len(SMPL_INDEX)
   betas = rng.normal(size=10)
   params = FitParams(jnp.asarray(betas, jnp.float32), jnp.asarray(rng.normal(scale=0.4, size=(K, 24, 3)), jnp.float32),
@@ -102,7 +108,12 @@ def block(demo_model):
                     weight=jnp.asarray(weight, jnp.float32), observed=jnp.asarray(observed, jnp.float32),
                     exists=jnp.asarray(exists, jnp.float32),
                     contact=jnp.asarray(rng.uniform(size=(K, 2)) < 0.6, jnp.float32),
-                    trans_prior=jnp.asarray(rng.normal(size=(K, 3)), jnp.float32))
+                    trans_prior=jnp.asarray(rng.normal(size=(K, 3)), jnp.float32),
+                    seg_rot=jnp.asarray(np.stack([[_rotation(rng.normal(size=3))
+                                                   for _ in SEGMENT_JOINTS] for _ in range(K)]),
+                                        jnp.float32),
+                    seg_weight=jnp.asarray(rng.uniform(0.0, 2.0, size=(K, len(SEGMENT_JOINTS)))
+                                           * exists[:, None], jnp.float32))
   anchor = Anchor(poses=jnp.asarray(rng.normal(scale=0.4, size=(24, 3)), jnp.float32),
                   trans=jnp.asarray(rng.normal(size=3), jnp.float32),
                   joints=jnp.asarray(rng.normal(scale=0.5, size=(m, 3)), jnp.float32),
@@ -110,8 +121,10 @@ def block(demo_model):
   rest = np.asarray(shaped_joints(jax.tree.map(lambda a: np.asarray(a, np.float64), model), betas))
   offsets = np.asarray(params.offsets, np.float64)
 
-  def joints_fn(pose, tr):   # mapped SMPL joints plus their offsets in the joint's frame
+  def joints_fn(pose, tr, rotations=False):   # mapped joints plus offsets (or all rotations)
     joints, world = numpy_reference.fk(model.parents, rest, pose, tr)
+    if rotations:
+      return world[:, :3, :3]
     idx = list(SMPL_INDEX)
     return joints[idx] + np.einsum('mab,mb->ma', world[idx, :3, :3], offsets)
   return model, structure, params, targets, anchor, joints_fn

@@ -12,19 +12,35 @@ from typing import Mapping, Tuple
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS
-from jaxfit.data.trial import (DEFAULT_JOINT_MAP, JointMapping, Trial, contact_from_kinematics,
-                         opensim_to_smpl, resolve_mapping)
+from jaxfit.data.trial import (DEFAULT_JOINT_MAP, OPENSIM_TO_SMPL, SEGMENT_GROUPS, SEGMENT_PAIRS,
+                               JointMapping, Trial, contact_from_kinematics, opensim_to_smpl,
+                               resolve_mapping, segment_rest_offset)
 from jaxfit.errors import MotionFileError, check
 from jaxfit.fit.types import FitStructure, TrialArrays
 
 FOOT_JOINTS = {'left': ('left_ankle', 'left_foot'), 'right': ('right_ankle', 'right_foot')}
-# AddBiomechanics joints whose definition is not SMPL's: the OpenSim pelvis
-# origin (between the ASIS), the lumbar joint, the acromion and the toe joint
-# sit centimetres from the SMPL joints they map to, and the OpenSim knees
-# (walker_knee_*, knee_*) are not fixed pivots: their centre translates with
-# flexion. Measured on the real trials (benchmarks/FINDINGS.md).
-DEFAULT_OFFSET_JOINTS = ('ground_pelvis', 'back', 'acromial_r', 'acromial_l', 'mtp_r', 'mtp_l',
-                         'walker_knee_r', 'walker_knee_l', 'knee_r', 'knee_l')
+# AddBiomechanics joints whose definition is not SMPL's, so a constant
+# correspondence offset (in the SMPL joint's frame) is learned for them by
+# default: the OpenSim pelvis origin (between the ASIS, 5-9 cm anterior and
+# superior of SMPL's pelvis joint), the lumbosacral joint `back` (mapped to
+# spine1) and the toe joint (mtp_*). Joints whose definitions agree
+# (hips, knees, ankles, shoulders, elbows, wrists) get no offset unless asked
+# (--config.offsets.joints): an offset there would hide a body that does not
+# match the subject (measured: benchmarks/FINDINGS.md).
+DEFAULT_OFFSET_JOINTS = ('ground_pelvis', 'back', 'mtp_r', 'mtp_l')
+# Per source joint: (typical size, bound) of its offset in metres. The bound is
+# anatomical: how far the two definitions can be apart on an adult (Rajagopal:
+# pelvis origin 9.7 cm from the hip-centre midpoint; lumbar joint 4-6 cm from
+# spine1; toe joint vs SMPL's toe base a few cm). An offset above its typical
+# size, or at its bound, is a warning: the body model cannot match the subject there.
+OFFSET_LIMITS_M = {
+    'ground_pelvis': (0.10, 0.12), 'back': (0.06, 0.08),
+    'mtp_r': (0.04, 0.06), 'mtp_l': (0.04, 0.06),
+    'acromial_r': (0.04, 0.06), 'acromial_l': (0.04, 0.06),
+    'walker_knee_r': (0.02, 0.03), 'walker_knee_l': (0.02, 0.03),
+    'knee_r': (0.02, 0.03), 'knee_l': (0.02, 0.03),
+}
+OTHER_OFFSET_LIMIT_M = (0.02, 0.03)   # any other joint the user gives an offset
 CONTACT_SOURCES = ('auto', 'file', 'heuristic', 'none')
 
 
@@ -41,7 +57,11 @@ class PrepareOptions:
   only the first max_frames frames; frame_bucket: the padding unit (lengths
   are padded to one of a few multiples of it, `padded_length`);
   offset_joints: source joints whose correspondence offset to their SMPL
-  joint is learned (those the trial has and maps).
+  joint is learned (those the trial has and maps); offset_limits: source
+  joint -> (typical, bound) m, other_offset_limit for joints not listed;
+  orientations: fit the OpenSim segment orientations the trial carries
+  (segment_rotations), each paired segment weighted by its group's
+  orientation_weights entry (data.SEGMENT_GROUPS; 0 = not fitted).
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
@@ -53,6 +73,12 @@ class PrepareOptions:
   max_frames: int = 0
   frame_bucket: int = 128
   offset_joints: Tuple[str, ...] = DEFAULT_OFFSET_JOINTS
+  offset_limits: Mapping[str, Tuple[float, float]] = dataclasses.field(
+      default_factory=lambda: dict(OFFSET_LIMITS_M))
+  other_offset_limit: Tuple[float, float] = OTHER_OFFSET_LIMIT_M
+  orientations: bool = True
+  orientation_weights: Mapping[str, float] = dataclasses.field(
+      default_factory=lambda: {g: 1.0 for g in sorted(set(SEGMENT_GROUPS.values()))})
 
   def __post_init__(self):
     for name, smpl in self.joint_map.items():
@@ -70,18 +96,35 @@ class PrepareOptions:
           f'must be an integer >= 0, got {self.max_frames!r}')
     check(isinstance(self.frame_bucket, int) and self.frame_bucket >= 1, 'frame_bucket',
           f'must be a positive integer, got {self.frame_bucket!r}')
+    for group, w in self.orientation_weights.items():
+      check(group in SEGMENT_GROUPS.values(), f'orientation_weights.{group}',
+            f'unknown segment group; groups are {sorted(set(SEGMENT_GROUPS.values()))}')
+      check(math.isfinite(w) and w >= 0, f'orientation_weights.{group}', f'must be >= 0, got {w}')
+    for name, (typical, bound) in dict(self.offset_limits, other=self.other_offset_limit).items():
+      check(math.isfinite(bound) and 0 <= bound <= 0.3, f'offsets.bound_m.{name}',
+            f'must be in [0, 0.3] m, got {bound}')
+      check(math.isfinite(typical) and 0 <= typical <= bound, f'offsets.typical_m.{name}',
+            f'must be in [0, bound = {bound}] m, got {typical}')
+
+  def offset_limit(self, name):
+    """(typical, bound) m of a source joint's offset."""
+    return tuple(self.offset_limits.get(name, self.other_offset_limit))
 
 
 @dataclasses.dataclass(frozen=True)
 class PreparedTrial(TrialArrays):
   """A trial ready to fit: the arrays `fit_trial` takes (TrialArrays: SMPL
   frame, mapped joints only, padded to T_pad) and where they came from: the
-  trial, its joint mapping, the contact source and the frames with 4 or more
-  valid joints."""
+  trial, its joint mapping, the contact source, the frames with 4 or more
+  valid joints; offset_typical [M] m: each learned offset's typical size (0
+  where none is learned); segment_names [S]: the paired OpenSim bodies whose
+  orientation is fitted (their SMPL joints: structure.segment_joints)."""
   trial: Trial
   mapping: JointMapping
   contact_source: str
   num_valid_frames: int
+  offset_typical: np.ndarray
+  segment_names: Tuple[str, ...]
 
 
 def padded_length(num_frames, unit=128):
@@ -162,16 +205,41 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
   pad_edge = lambda a: np.concatenate([a, np.repeat(a[-1:], t_pad - num_frames, 0)], 0)
   offset_joints = tuple(m for m, name in enumerate(mapping.source_names)
                         if name in options.offset_joints and joint_weight[m] > 0 and valid[:, m].any())
+  segments, seg_rot, seg_weight = _segments(trial, options, num_frames)
   structure = FitStructure(smpl_index=tuple(smpl_index), bones=mapped_bones(smpl_index, parents),
                            left_foot=feet['left'], right_foot=feet['right'],
-                           offset_joints=offset_joints)
+                           offset_joints=offset_joints,
+                           segment_joints=tuple(SMPL_JOINT_NAMES.index(SEGMENT_PAIRS[n])
+                                                for n in segments))
+  limits = np.zeros((len(smpl_index), 2))
+  for m in offset_joints:
+    limits[m] = options.offset_limit(mapping.source_names[m])
   return PreparedTrial(
       trial=trial, mapping=mapping, structure=structure,
       targets=pad(np.where(gap[..., None], filled, joints)), filled=pad_edge(filled), valid=valid,
       observed=pad(observed), weight=pad(weight),
       exists=pad(np.ones(num_frames)), contact=pad(contact.astype(np.float64)),
       contact_source=contact_source, num_frames=num_frames,
-      num_valid_frames=int(frame_ok.sum()), joint_weight=joint_weight)
+      num_valid_frames=int(frame_ok.sum()), joint_weight=joint_weight,
+      offset_bound=limits[:, 1], offset_typical=limits[:, 0],
+      segment_names=segments, segment_rotations=pad_edge(seg_rot), segment_weight=pad(seg_weight),
+      segment_rest_offset=np.asarray([segment_rest_offset(SEGMENT_PAIRS[n]) for n in segments]
+                                     ).reshape(-1, 3, 3))
+
+
+def _segments(trial, options, num_frames):
+  """(names [S], rotations [T,S,3,3] in the SMPL world, weight [T,S]) of the
+  paired segments to fit: those the trial has, with a weight > 0."""
+  if not options.orientations or trial.segment_rotations is None:
+    return (), np.zeros((num_frames, 0, 3, 3)), np.zeros((num_frames, 0))
+  names = tuple(n for n in trial.segment_names if n in SEGMENT_PAIRS
+                and options.orientation_weights.get(SEGMENT_GROUPS[n], 0.0) > 0)
+  columns = [list(trial.segment_names).index(n) for n in names]
+  rot = np.asarray(trial.segment_rotations[:num_frames][:, columns], np.float64)
+  ok = np.all(np.isfinite(rot), axis=(-1, -2))
+  rot = np.where(ok[..., None, None], rot, np.eye(3))
+  weight = ok * np.asarray([options.orientation_weights[SEGMENT_GROUPS[n]] for n in names])[None]
+  return names, np.einsum('ab,tsbc->tsac', OPENSIM_TO_SMPL, rot), weight.reshape(num_frames, -1)
 
 
 def _contact(trial, filled, feet, options, num_frames):

@@ -43,7 +43,10 @@ class Trial:
 
   joints: [T,J,3] metres in the source frame (OpenSim for .b3d and joints
     .npz), NaN where missing; valid: [T,J] bool; fps: Hz;
-  contact: [T,2] bool (left, right foot on the ground) or None when unknown.
+  contact: [T,2] bool (left, right foot on the ground) or None when unknown;
+  segment_names: [S] OpenSim body names (may be empty); segment_rotations:
+    [T,S,3,3] each body's rotation, body frame -> source world frame (OpenSim
+    for .b3d: v_world = R v_body), NaN where missing; None when unknown.
   """
   subject: str
   name: str
@@ -58,14 +61,21 @@ class Trial:
   sex: Optional[str] = None
   processing_pass: Optional[str] = None
   joint_centre_source: Optional[str] = None  # 'file' (stored) or 'fk' (computed from poses)
+  segment_names: Tuple[str, ...] = ()
+  segment_rotations: Optional[np.ndarray] = None
 
   @property
   def num_frames(self) -> int:
     return self.joints.shape[0]
 
 
-def make_trial(subject, name, source, joint_names, joints, fps, **kwargs):
-  """Builds a Trial, checking shapes; NaN joint centres become invalid."""
+def make_trial(subject, name, source, joint_names, joints, fps, segment_names=(),
+               segment_rotations=None, **kwargs):
+  """Builds a Trial, checking shapes; NaN joint centres become invalid.
+
+  segment_rotations: [T,S,3,3] (S = len(segment_names)) or None; non-finite
+  frames are kept (NaN = missing).
+  """
   joints = np.asarray(joints, np.float64)
   if joints.ndim != 3 or joints.shape[2] != 3 or joints.shape[1] != len(joint_names):
     raise MotionFileError(source, f'trial {name!r}: joints must be [T,{len(joint_names)},3], got {joints.shape}')
@@ -73,12 +83,27 @@ def make_trial(subject, name, source, joint_names, joints, fps, **kwargs):
     raise MotionFileError(source, f'trial {name!r} has zero frames')
   if not np.isfinite(fps) or fps <= 0:
     raise MotionFileError(source, f'trial {name!r}: invalid frame rate {fps}')
+  segment_names = tuple(str(n) for n in segment_names)
+  if segment_rotations is not None:
+    try:
+      segment_rotations = np.array(segment_rotations, np.float64)
+    except (TypeError, ValueError) as e:
+      raise MotionFileError(source, f'trial {name!r}: segment rotations are not numbers ({e})') from None
+    expected = (joints.shape[0], len(segment_names), 3, 3)
+    if segment_rotations.shape != expected:
+      raise MotionFileError(source, f'trial {name!r}: segment rotations must be [T,S,3,3] = '
+                            f'{list(expected)} ({len(segment_names)} segment names), got '
+                            f'{list(segment_rotations.shape)}')
+    segment_rotations.setflags(write=False)
+  elif segment_names:
+    raise MotionFileError(source, f'trial {name!r}: segment names {list(segment_names)} without rotations')
   valid = np.all(np.isfinite(joints), axis=-1)
   joints.setflags(write=False)
   valid.setflags(write=False)
   return Trial(subject=subject, name=name, source=str(source),
                joint_names=tuple(joint_names), joints=joints, fps=float(fps),
-               valid=valid, **kwargs)
+               valid=valid, segment_names=segment_names,
+               segment_rotations=segment_rotations, **kwargs)
 
 
 # AddBiomechanics (OpenSim) joint name -> SMPL joint; '' = known but not fitted.
@@ -109,6 +134,93 @@ DEFAULT_JOINT_MAP = {
     'radius_hand_r': 'right_wrist', 'radius_hand_l': 'left_wrist',
 }
 
+# Source joints whose definition agrees with their SMPL joint's (a joint
+# centre at the same anatomical place): the joints the reference pipeline
+# scores, and the only ones MPJPE is computed over (`mpjpe_mm`). The others
+# (ground_pelvis: the OpenSim pelvis origin between the ASIS; back: the
+# lumbosacral joint; mtp_*: the toe joint) name a different point than their
+# SMPL joint, so their error says how the definitions differ, not how well the
+# body fits. A joint named by its SMPL name (a joints .npz in SMPL names) is
+# that joint, so it is comparable too.
+COMPARABLE_JOINTS = frozenset((
+    'hip_r', 'hip_l', 'walker_knee_r', 'walker_knee_l', 'knee_r', 'knee_l',
+    'ankle_r', 'ankle_l', 'acromial_r', 'acromial_l', 'elbow_r', 'elbow_l',
+    'radius_hand_r', 'radius_hand_l'))
+
+
+def is_comparable(source_name: str, smpl_name: str) -> bool:
+  """True when the source joint and the SMPL joint it is mapped to are defined
+  alike (a comparable joint mapped elsewhere by the user is not)."""
+  return source_name == smpl_name or (source_name in COMPARABLE_JOINTS
+                                      and DEFAULT_JOINT_MAP[source_name] == smpl_name)
+
+
+# OpenSim body -> the SMPL joint whose global rotation turns that segment (SMPL
+# joint j's global rotation turns the segment between j and its child; SMPL
+# 'left' = OpenSim '_l'). Each pair differs by a constant rotation (the two
+# rest-pose conventions: OpenSim's bodies align with its world at q = 0, arms
+# down; SMPL's rest is a T-pose). calcn, not talus, is the foot (the subtalar
+# DOF turns calcn); torso pairs with spine3 (spine1/2 share the lumbar motion);
+# radius pairs with the elbow (the forearm), hand (welded to the radius in
+# AddBiomechanics models) with the wrist. Bodies not listed (talus, ulna) are
+# not compared.
+SEGMENT_PAIRS = {
+    'pelvis': 'pelvis',
+    'femur_r': 'right_hip', 'femur_l': 'left_hip',
+    'tibia_r': 'right_knee', 'tibia_l': 'left_knee',
+    'calcn_r': 'right_ankle', 'calcn_l': 'left_ankle',
+    'toes_r': 'right_foot', 'toes_l': 'left_foot',
+    'torso': 'spine3',
+    'humerus_r': 'right_shoulder', 'humerus_l': 'left_shoulder',
+    'radius_r': 'right_elbow', 'radius_l': 'left_elbow',
+    'hand_r': 'right_wrist', 'hand_l': 'left_wrist',
+}
+
+
+
+def _about_z(angle):
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _about_x(angle):
+  c, s = np.cos(angle), np.sin(angle)
+  return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+# The SMPL global rotation (SMPL world) of each paired joint when the body
+# stands as OpenSim's q = 0 does (upright, arms hanging, palms forward): the
+# identity, except the arms, which SMPL's T-pose holds out sideways, palms
+# down: the left arm (+X) turned down by -90 degrees about +Z (forward), the
+# right one by +90 degrees, and the forearms and hands also supinated by 90
+# degrees about their own axis (measured on the real trials: the constant
+# offset of radius and hand is 110-116 degrees about the forearm axis without
+# it, 20-26 with it; the rest is the trials' mean posture).
+SMPL_POSE_AT_OPENSIM_ZERO = {
+    'left_shoulder': _about_z(-np.pi / 2), 'right_shoulder': _about_z(np.pi / 2),
+    'left_elbow': _about_z(-np.pi / 2) @ _about_x(-np.pi / 2),
+    'left_wrist': _about_z(-np.pi / 2) @ _about_x(-np.pi / 2),
+    'right_elbow': _about_z(np.pi / 2) @ _about_x(-np.pi / 2),
+    'right_wrist': _about_z(np.pi / 2) @ _about_x(-np.pi / 2)}
+
+# Paired OpenSim bodies grouped for their orientation weights (config
+# `orientation_weights.<group>`).
+SEGMENT_GROUPS = {'pelvis': 'pelvis', 'femur_r': 'femur', 'femur_l': 'femur', 'tibia_r': 'tibia',
+                  'tibia_l': 'tibia', 'calcn_r': 'foot', 'calcn_l': 'foot', 'toes_r': 'toes',
+                  'toes_l': 'toes', 'torso': 'torso', 'humerus_r': 'humerus',
+                  'humerus_l': 'humerus', 'radius_r': 'forearm', 'radius_l': 'forearm',
+                  'hand_r': 'hand', 'hand_l': 'hand'}
+
+
+def segment_rest_offset(smpl_joint: str) -> np.ndarray:
+  """[3,3] C with R_smpl = A R_opensim C (A = OPENSIM_TO_SMPL) when the two
+  bodies stand alike: at OpenSim's q = 0 every body frame is the world's
+  (R_opensim = I), so C = A^T G, G the SMPL joint's global rotation in that
+  stance (`SMPL_POSE_AT_OPENSIM_ZERO`). Maps SMPL rest-frame vectors to the
+  OpenSim body frame."""
+  return OPENSIM_TO_SMPL.T @ SMPL_POSE_AT_OPENSIM_ZERO.get(smpl_joint, np.eye(3))
+
+
 # A trial can be fitted only with these observed (after mapping): the pelvis
 # or both hips (they fix the root), and both knees and ankles (the legs).
 REQUIRED_SMPL_JOINTS = (('pelvis',), ('left_hip', 'right_hip'))  # one of these groups
@@ -120,15 +232,23 @@ class JointMapping:
   """Resolved correspondence: source joint i -> SMPL joint smpl_index[i].
 
   ignored: source joints that are not fitted (known-unmapped or unknown names).
+  comparable: per mapped joint, True when its definition agrees with its SMPL
+  joint's (`COMPARABLE_JOINTS`): the joints MPJPE is computed over.
   """
   source_names: Tuple[str, ...]
   source_index: Tuple[int, ...]   # columns of Trial.joints used
   smpl_index: Tuple[int, ...]     # SMPL joints they are compared with
   ignored: Tuple[str, ...] = ()
+  comparable: Tuple[bool, ...] = ()
 
   @property
   def smpl_names(self):
     return tuple(SMPL_JOINT_NAMES[i] for i in self.smpl_index)
+
+  @property
+  def comparable_index(self) -> Tuple[int, ...]:
+    """Mapped-joint indices of the comparable joints."""
+    return tuple(m for m, c in enumerate(self.comparable) if c)
 
 
 def resolve_mapping(joint_names: Sequence[str], table: Mapping[str, str],
@@ -171,7 +291,8 @@ def resolve_mapping(joint_names: Sequence[str], table: Mapping[str, str],
       source_names=tuple(a for a, _ in pairs),
       source_index=tuple(names.index(a) for a, _ in pairs),
       smpl_index=tuple(SMPL_JOINT_NAMES.index(s) for _, s in pairs),
-      ignored=tuple(ignored))
+      ignored=tuple(ignored),
+      comparable=tuple(is_comparable(a, s) for a, s in pairs))
 
 
 def contact_from_kinematics(foot_positions, fps, vertical_speed_threshold=0.4,

@@ -4,7 +4,7 @@ Unknowns: per frame t, the rotations of the active joints and the translation
 (x_t, at most 75 numbers); shared by all frames, the betas and the free joint
 correspondence offsets (s, B + 3 O numbers). The objective is the Adam core's
 loss restricted to the terms that define the body:
-  position * L_position + pose_reg * L_pose_reg
+  position * L_position + orientation * L_orientation + pose_reg * L_pose_reg
   + shape_prior * L_shape_prior + offset_prior * L_offset_prior
 (losses.py), so both solvers minimise the same function.
 
@@ -16,18 +16,34 @@ a B+3O square system, then back-substitutes every frame's step in one batched
 solve: cost linear in the number of frames, no alternation between shape and
 pose. Rotations take right-multiplied increments R <- R exp(d), whose
 kinematic Jacobian is analytic (see lm.py); the betas' Jacobian is forward-mode.
+
+Bounds (|beta_i| <= beta_bound, |offset_m| <= its bound) are handled by an
+active set, as in projected Newton methods: a shared unknown at its bound
+whose reduced gradient points outwards is held there (for an offset, only its
+radial component), the step is solved in the remaining directions, then
+projected onto the bounds. A clamp alone would fight the Gauss-Newton step at
+every corner and stall (issue 18: 18 mm against 11 mm for a bounded baseline).
+
+The shape prior's weight can follow the data (`auto_prior`): betas are N(0, I)
+and the targets carry Gaussian noise of variance sigma^2 per coordinate, so the
+MAP objective is the position term plus B sigma^2 w_pos / (N M) * L_shape_prior;
+sigma^2 is estimated from the current fit's own weighted residual
+(sum w |d|^2 / (3 sum w), empirical Bayes) and floored at `noise_floor_m`^2.
+Exact data thus get (almost) no prior and are recovered exactly; noisy data get
+the prior their noise calls for.
 """
 
 import functools
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import numpy as np
 
 from jaxfit.body.model import JointModel
-from jaxfit.fit.lm import joints_and_jacobian, moving_joints
+from jaxfit.fit.lm import active_joints, joints_and_jacobian, orientation_rows
 from jaxfit.fit.lm_common import MAX_ROTATION_STEP, damped, next_damping, rotate, step_scale
-from jaxfit.fit.losses import posed_mapped_joints
+from jaxfit.fit.losses import posed_mapped_joints, posed_points_and_rotations
 from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
 
 _MAX_BETA_STEP = 1.0
@@ -48,24 +64,32 @@ def _pose_prior_columns(active):
 
 
 def _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
-                    pos_norm, pose_norm):
-  """Residual of one frame [3M + 3 * body joints]: sqrt-weighted position and pose prior."""
-  points = _frame_points(model, betas, offsets, pose, trans, structure)
-  return _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm)
+                    pos_norm, pose_norm, seg_norm):
+  """Residual of one frame [3M + 9S + 3 * body joints]: sqrt-weighted position,
+  orientation and pose prior."""
+  points, rotations = posed_points_and_rotations(
+      model, FitParams(betas, pose[None], trans[None], offsets), structure)
+  return _residual_of_points(points[0], rotations[0], pose, target, weights, structure, active,
+                             pos_norm, pose_norm, seg_norm)
 
 
-def _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm):
-  """_frame_residual given the frame's points [M,3] m."""
+def _residual_of_points(points, rotations, pose, target, weights, structure, active, pos_norm,
+                        pose_norm, seg_norm):
+  """_frame_residual given the frame's points [M,3] m and rotations [24,3,3]."""
   scale = jnp.sqrt(weights.position * target.weight / pos_norm)[:, None]
   body, _ = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
-  return jnp.concatenate([(scale * (points - target.joints)).reshape(-1),
+  seg = np.asarray(structure.segment_joints, int)
+  ori = (jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * seg_norm))[:, None, None]
+         * (rotations[seg] - target.seg_rot))
+  return jnp.concatenate([(scale * (points - target.joints)).reshape(-1), ori.reshape(-1),
                           prior * pose[body].reshape(-1)])
 
 
 def _frame_system(model, betas, offsets, pose, trans, target, weights, structure, active,
-                  pos_norm, pose_norm):
-  """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one frame."""
+                  pos_norm, pose_norm, seg_norm):
+  """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one
+  frame; rows: position [3M], orientation [9S], pose prior."""
   offset_free = structure.offset_joints
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
@@ -85,37 +109,97 @@ def _frame_system(model, betas, offsets, pose, trans, target, weights, structure
   _, col = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
   j_pose = jnp.zeros((len(col), j_x.shape[1]), j_x.dtype).at[np.arange(len(col)), col].set(prior)
-  r = _residual_of_points(points, pose, target, weights, active, pos_norm, pose_norm)
-  return (r, jnp.concatenate([j_x, j_pose]),
-          jnp.concatenate([j_s, jnp.zeros((len(col), j_s.shape[1]), j_x.dtype)]))
+  # Orientation rows (analytic, lm.orientation_rows); the shape does not turn segments.
+  _, j_ori = orientation_rows(rot, target, weights, structure, active, model.parents, seg_norm)
+  r = _residual_of_points(points, rot, pose, target, weights, structure, active, pos_norm,
+                          pose_norm, seg_norm)
+  return (r, jnp.concatenate([j_x, j_ori, j_pose]),
+          jnp.concatenate([j_s, jnp.zeros((len(j_ori) + len(col), j_s.shape[1]), j_x.dtype)]))
 
 
-def _shared_prior(betas, offsets, weights, offset_free):
+def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
   """Residual and Jacobian of the shape and offset priors (shared unknowns)."""
   free = np.asarray(offset_free, int)
   nb = betas.shape[0]
-  r_b = jnp.sqrt(weights.shape_prior / nb) * betas
+  r_b = jnp.sqrt(shape_weight / nb) * betas
   n_o = max(3 * len(free), 1)
-  r_o = jnp.sqrt(weights.offset_prior / n_o) * offsets[free].reshape(-1)
+  r_o = jnp.sqrt(offset_weight / n_o) * offsets[free].reshape(-1)
   n_s = nb + 3 * len(free)
-  jac = jnp.diag(jnp.concatenate([jnp.full((nb,), jnp.sqrt(weights.shape_prior / nb)),
-                                  jnp.full((3 * len(free),), jnp.sqrt(weights.offset_prior / n_o))]))
+  jac = jnp.diag(jnp.concatenate([jnp.full((nb,), jnp.sqrt(shape_weight / nb)),
+                                  jnp.full((3 * len(free),), jnp.sqrt(offset_weight / n_o))]))
   return jnp.concatenate([r_b, r_o]), jac.reshape(n_s, n_s).astype(betas.dtype)
+
+
+def noise_shape_prior_weight(position_cost, dof_used, targets: Targets, weights: LossWeights,
+                             num_betas, num_mapped, noise_floor_m):
+  """The shape prior's weight that the data call for (empirical Bayes).
+
+  position_cost: the current weighted position cost (w_pos sum w |d|^2 / (N M));
+  dof_used: the residual degrees of freedom the poses absorb (hat-matrix trace);
+  returns B sigma^2 w_pos / (N M) with the unbiased noise variance per
+  coordinate sigma^2 = sum w |d|^2 / sum w * n / (3 (n - p)) (n = 3 x the
+  observed joint samples, p = dof_used), at least noise_floor_m^2.
+  """
+  slots = jnp.maximum(jnp.sum(targets.exists) * num_mapped, 1e-9)
+  observed = targets.exists[:, None] * (targets.weight > 0)
+  total_weight = jnp.maximum(jnp.sum(targets.weight * observed), 1e-9)
+  n = 3.0 * jnp.sum(observed)
+  w_pos = jnp.maximum(weights.position, 1e-12)
+  sigma_sq = (position_cost * slots / (w_pos * total_weight)
+              * n / (3.0 * jnp.maximum(n - dof_used, 0.05 * n)))
+  sigma_sq = jnp.maximum(sigma_sq, jnp.square(noise_floor_m))
+  return num_betas * sigma_sq * w_pos / slots
+
+
+def _bound_projector(betas, offsets, rhs, beta_bound, offset_bound, free):
+  """[n_s,n_s] projector onto the shared directions a step may take: zero for
+  a beta at its bound whose descent direction (-rhs) points outwards, and the
+  radial direction of an offset at its bound that descent would push out."""
+  nb = betas.shape[0]
+  tol = 1e-6
+  push_up = -rhs[:nb]
+  held = ((betas >= beta_bound * (1 - tol)) & (push_up > 0)) | (
+      (betas <= -beta_bound * (1 - tol)) & (push_up < 0))
+  blocks = [jnp.diag(1.0 - held.astype(betas.dtype))]
+  for k, m in enumerate(free):
+    o = offsets[m]
+    norm = jnp.linalg.norm(o)
+    n = o / jnp.maximum(norm, 1e-12)
+    descent = -rhs[nb + 3 * k: nb + 3 * k + 3]
+    at_bound = (norm >= offset_bound[m] * (1 - tol)) & (jnp.dot(n, descent) > 0) & (norm > 0)
+    blocks.append(jnp.eye(3, dtype=betas.dtype) - at_bound * jnp.outer(n, n))
+  return jax.scipy.linalg.block_diag(*blocks)
+
+
+def _norms(targets: Targets, structure: FitStructure):
+  """Normalisers of the position, pose-prior and orientation residuals (counts
+  of real frames x slots, as losses.py)."""
+  frames = jnp.sum(targets.exists)
+  return (jnp.maximum(frames * len(structure.smpl_index), 1e-9), jnp.maximum(frames * 69, 1e-9),
+          jnp.maximum(frames * len(structure.segment_joints), 1e-9))
 
 
 def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure):
   """Gauss-Newton pieces of the data terms (position, pose prior), frames [T]:
   h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], h_ss [n_s,n_s], g_s [n_s], cost."""
-  active = moving_joints(model.parents, structure.smpl_index, structure.offset_joints)
+  active = active_joints(model.parents, structure)
   m = len(structure.smpl_index)
-  pos_norm = jnp.maximum(jnp.sum(targets.exists) * m, 1e-9)
-  pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
-  systems = jax.vmap(_frame_system, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
+  pos_norm, pose_norm, seg_norm = _norms(targets, structure)
+  systems = jax.vmap(_frame_system,
+                     in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
   r, j_x, j_s = systems(model, betas, offsets, poses, trans, targets, weights, structure, active,
-                        pos_norm, pose_norm)
-  return dict(h_xx=jnp.einsum('tri,trj->tij', j_x, j_x), h_xs=jnp.einsum('tri,trj->tij', j_x, j_s),
+                        pos_norm, pose_norm, seg_norm)
+  h_xx = jnp.einsum('tri,trj->tij', j_x, j_x)
+  # Degrees of freedom the poses spend on the position residuals (the trace of
+  # each frame's hat matrix, tr(H_xx^-1 H_pos)): what they absorb of the noise.
+  h_pos = jnp.einsum('tri,trj->tij', j_x[:, :3 * m], j_x[:, :3 * m])
+  ridge = 1e-9 * jnp.max(jnp.diagonal(h_xx, axis1=-2, axis2=-1)) + 1e-30
+  h_reg = h_xx + ridge * jnp.eye(h_xx.shape[-1], dtype=h_xx.dtype)
+  dof_used = jnp.sum(jnp.trace(jax.vmap(jnp.linalg.solve)(h_reg, h_pos), axis1=-2, axis2=-1))
+  return dict(h_xx=h_xx, h_xs=jnp.einsum('tri,trj->tij', j_x, j_s),
               g_x=jnp.einsum('tri,tr->ti', j_x, r), h_ss=jnp.einsum('tri,trj->ij', j_s, j_s),
-              g_s=jnp.einsum('tri,tr->i', j_s, r), cost=jnp.sum(r * r))
+              g_s=jnp.einsum('tri,tr->i', j_s, r), cost=jnp.sum(r * r),
+              position_cost=jnp.sum(jnp.square(r[:, :3 * m])), dof_used=dof_used)
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
@@ -136,43 +220,60 @@ def shape_information(model: JointModel, betas, offsets, poses, trans, targets: 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
 def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
-             weights: LossWeights, iterations, offset_bound, beta_bound, structure: FitStructure,
-             initial_damping=1e-2):
+             weights: LossWeights, iterations, offset_bound, beta_bound, auto_prior=0.0,
+             noise_floor_m=1e-4, *, structure: FitStructure, initial_damping=1e-2):
   """Solves all frames' poses with the shared betas and offsets together.
 
   betas [B]; offsets [M,3] m (in each mapped SMPL joint's frame; only the
-  mapped joints structure.offset_joints move, each bounded to offset_bound m);
-  betas stay within [-beta_bound, beta_bound] (standard-normal units: a
-  plausible body), on top of the shape prior;
-  poses [T,24,3] rad (joints that move no target are left as they are);
+  mapped joints structure.offset_joints move, offset m bounded to
+  offset_bound[m] m, offset_bound [M]); betas stay within [-beta_bound,
+  beta_bound] (standard-normal units: a plausible body), on top of the shape
+  prior; poses [T,24,3] rad (joints that move no target are left as they are);
   trans [T,3] m; targets with leading [T] (padding frames have exists 0);
-  iterations: traced int. Returns (betas, offsets, poses, trans, final loss).
+  iterations: traced int; auto_prior: 1 = the shape prior's weight follows the
+  data (`noise_shape_prior_weight`, floor noise_floor_m), 0 = weights.shape_prior.
+  Returns (betas, offsets, poses, trans, final loss, shape prior weight used).
   """
   offset_free = structure.offset_joints
-  active = moving_joints(model.parents, structure.smpl_index, offset_free)
+  active = active_joints(model.parents, structure)
   act = np.asarray(active)
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
-  pos_norm = jnp.maximum(jnp.sum(targets.exists) * m, 1e-9)
-  pose_norm = jnp.maximum(jnp.sum(targets.exists) * 69, 1e-9)
-  residuals = jax.vmap(_frame_residual, in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None))
+  nb = betas.shape[0]
+  offset_bound = jnp.broadcast_to(jnp.asarray(offset_bound, poses.dtype), (m,))
+  norms = _norms(targets, structure)
+  residuals = jax.vmap(_frame_residual,
+                       in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
 
-  def linearise(state):
-    b, o, p, t = state
-    lin = _data_normal_equations(model, b, o, p, t, targets, weights, structure)
-    r_p, j_p = _shared_prior(b, o, weights, offset_free)
+  def shape_weight(lin):
+    data = noise_shape_prior_weight(lin['position_cost'], lin['dof_used'], targets, weights, nb, m,
+                                    noise_floor_m)
+    return auto_prior * data + (1 - auto_prior) * weights.shape_prior
+
+  def with_prior(lin, state, w_shape):
+    """The data terms' pieces plus the priors at this shape-prior weight."""
+    b, o, _, _ = state
+    r_p, j_p = _shared_prior(b, o, w_shape, weights.offset_prior, offset_free)
     return dict(lin, h_ss=lin['h_ss'] + j_p.T @ j_p, g_s=lin['g_s'] + j_p.T @ r_p,
                 cost=lin['cost'] + jnp.sum(r_p * r_p))
 
-  def cost_of(state):
+  def linearise(state):
     b, o, p, t = state
-    r = residuals(model, b, o, p, t, targets, weights, structure, active, pos_norm, pose_norm)
-    r_p, _ = _shared_prior(b, o, weights, offset_free)
+    return _data_normal_equations(model, b, o, p, t, targets, weights, structure)
+
+  def cost_of(state, w_shape):
+    b, o, p, t = state
+    r = residuals(model, b, o, p, t, targets, weights, structure, active, *norms)
+    r_p, _ = _shared_prior(b, o, w_shape, weights.offset_prior, offset_free)
     return jnp.sum(r * r) + jnp.sum(r_p * r_p)
+
+  def project(b, o):
+    norm = jnp.linalg.norm(o, axis=-1, keepdims=True)
+    return (jnp.clip(b, -beta_bound, beta_bound),
+            o * jnp.minimum(1.0, offset_bound[:, None] / jnp.maximum(norm, 1e-12)))
 
   def apply(state, d_x, d_s):
     b, o, p, t = state
-    nb = b.shape[0]
     d_s = d_s * step_scale(d_s[:nb], _MAX_BETA_STEP)
     d_off = d_s[nb:].reshape(-1, 3)
     if len(free):
@@ -180,34 +281,40 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     d_x = d_x * step_scale(d_x, MAX_ROTATION_STEP, axis=-1)   # per frame
     p = p.at[:, act].set(rotate(p[:, act], d_x[:, :-3].reshape(len(p), -1, 3)))
     o_new = o.at[free].add(d_off) if len(free) else o
-    norm = jnp.linalg.norm(o_new, axis=-1, keepdims=True)
-    o_new = o_new * jnp.minimum(1.0, offset_bound / jnp.maximum(norm, 1e-12))
-    return jnp.clip(b + d_s[:nb], -beta_bound, beta_bound), o_new, p, t + d_x[:, -3:]
+    b_new, o_new = project(b + d_s[:nb], o_new)
+    return b_new, o_new, p, t + d_x[:, -3:]
 
   def step(_, carry):
-    state, lin, damping = carry
+    state, data_lin, damping, _ = carry
+    w_shape = shape_weight(data_lin)
+    lin = with_prior(data_lin, state, w_shape)
     a_xx = damped(lin['h_xx'], damping)
     solve_xx = lambda rhs: jax.vmap(jnp.linalg.solve)(a_xx, rhs)
     inv_h_xs = solve_xx(lin['h_xs'])                                   # [T,n_x,n_s]
     inv_g_x = solve_xx(lin['g_x'][..., None])[..., 0]                  # [T,n_x]
     schur = damped(lin['h_ss'], damping) - jnp.einsum('tis,tij->sj', lin['h_xs'], inv_h_xs)
     rhs = lin['g_s'] - jnp.einsum('tis,ti->s', lin['h_xs'], inv_g_x)
-    d_s = -jnp.linalg.solve(schur, rhs)
+    # Active bounds: solve only in the directions the bounds leave free.
+    proj = _bound_projector(state[0], state[1], rhs, beta_bound, offset_bound, free)
+    eye = jnp.eye(len(rhs), dtype=rhs.dtype)
+    d_s = -proj @ jnp.linalg.solve(proj @ schur @ proj + (eye - proj), proj @ rhs)
     d_x = -(inv_g_x + jnp.einsum('tij,j->ti', inv_h_xs, d_s))
     d_x = d_x * targets.exists[:, None]
     trial_state = apply(state, d_x, d_s)
-    trial_cost = cost_of(trial_state)
+    trial_cost = cost_of(trial_state, w_shape)
     better = trial_cost < lin['cost']
     new_state = jax.tree.map(lambda a, c: jnp.where(better, a, c), trial_state, state)
-    new_lin = jax.lax.cond(better, linearise, lambda s: lin, new_state)
-    return new_state, new_lin, next_damping(better, damping)
+    new_lin = jax.lax.cond(better, linearise, lambda s: data_lin, new_state)
+    return new_state, new_lin, next_damping(better, damping), w_shape
 
   # Start inside the bounds (the closed-form initial shape may lie outside),
   # or every step that the bound clips would be rejected.
-  norm = jnp.linalg.norm(offsets, axis=-1, keepdims=True)
-  offsets = offsets * jnp.minimum(1.0, offset_bound / jnp.maximum(norm, 1e-12))
-  state = (jnp.clip(betas, -beta_bound, beta_bound), offsets, poses, trans)
-  state, lin, _ = jax.lax.fori_loop(0, iterations, step,
-                                    (state, linearise(state), jnp.asarray(initial_damping, poses.dtype)))
+  betas, offsets = project(betas, offsets)
+  state = (betas, offsets, poses, trans)
+  data_lin = linearise(state)
+  state, data_lin, _, _ = jax.lax.fori_loop(
+      0, iterations, step, (state, data_lin, jnp.asarray(initial_damping, poses.dtype),
+                            shape_weight(data_lin)))
+  w_shape = shape_weight(data_lin)
   b, o, p, t = state
-  return b, o, p, t, lin['cost']
+  return b, o, p, t, with_prior(data_lin, state, w_shape)['cost'], w_shape

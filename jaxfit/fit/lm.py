@@ -56,6 +56,40 @@ def moving_joints(parents, smpl_index, offset_joints=()):
   return tuple(int(k) for k in np.flatnonzero(mask.sum(0) > 0))
 
 
+def active_joints(parents, structure: FitStructure):
+  """Joints a solver moves: those whose rotation moves a mapped point, and the
+  joints of the paired segments whose orientation is a target."""
+  moving = set(moving_joints(parents, structure.smpl_index, structure.offset_joints))
+  return tuple(sorted(moving | set(structure.segment_joints)))
+
+
+def orientation_rows(rotations, target: Targets, weights: LossWeights, structure: FitStructure,
+                     active, parents, norm):
+  """Orientation residual of one frame [9S] and its Jacobian [9S,3A+3] w.r.t.
+  right increments of the `active` joints and the translation.
+
+  rotations [24,3,3] global; target with seg_rot [S,3,3], seg_weight [S] (one
+  frame); norm: the residual's normaliser (real frames x segments). A right
+  increment d of joint k turns every descendant's global rotation G_j into
+  exp([G_k d]x) G_j, so d vec(G_j) / d d_k,i = vec([G_k e_i]x G_j).
+  """
+  seg = np.asarray(structure.segment_joints, int)
+  act = np.asarray(active)
+  if not len(seg):
+    return jnp.zeros((0,), rotations.dtype), jnp.zeros((0, 3 * len(act) + 3), rotations.dtype)
+  scale = jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * norm))      # [S]
+  g = rotations[seg]                                                            # [S,3,3]
+  r = scale[:, None, None] * (g - target.seg_rot)
+  mask = ancestor_or_self_mask(parents, seg, tuple(range(len(seg))))[:, act]   # [S,A]
+  # d G_s / d d_{k,i} = skew(G_k[:, i]) @ G_s: [S,A,3(i),3,3]
+  axes = jnp.swapaxes(rotations[act], -1, -2)                                   # [A,3(i),3]
+  d = jnp.einsum('kiab,sbc->skiac', skew(axes), g)
+  d = d * (mask[:, :, None, None, None] * scale[:, None, None, None, None])
+  jac = jnp.moveaxis(d, (1, 2), (3, 4)).reshape(len(seg), 9, 3 * len(act))      # [S,9,3A]
+  jac = jnp.concatenate([jac, jnp.zeros((len(seg), 9, 3), jac.dtype)], -1)
+  return r.reshape(-1), jac.reshape(9 * len(seg), -1)
+
+
 def joints_and_jacobian(model: JointModel, betas, pose, trans, smpl_index, active,
                         offsets=None, offset_joints=()):
   """Mapped points [M,3] m (joints plus offsets [M,3] in their joint's frame),
@@ -97,49 +131,61 @@ def lm_frames(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   Returns (poses, trans, final loss [T]).
   """
   anchor = empty_anchor(len(structure.smpl_index), poses.dtype)
-  active = moving_joints(model.parents, structure.smpl_index, structure.offset_joints)
+  active = active_joints(model.parents, structure)
   act = np.asarray(active)
+  # The orientation term's rows come with their analytic Jacobian; the other
+  # terms are differentiated through the mapped points (see module docstring).
+  with_orientation = 'orientation' in terms and bool(structure.segment_joints)
+  point_terms = tuple(t for t in terms if t != 'orientation')
 
   def one_frame(pose, tr, target):
     target = jax.tree.map(lambda a: a[None], target)
+    frame = jax.tree.map(lambda a: a[0], target)
+    norm = jnp.maximum(frame.exists * len(structure.segment_joints), 1e-9)
 
     def res(pred, x, pose):
       # x = (rotations of the active joints [3A], translation [3]); the pose
       # argument supplies the inactive joints.
       full = pose.at[act].set(x[:-3].reshape(-1, 3))
       return stacked_residual(pred, full, x[-3:], betas, offsets, target, weights, structure,
-                              anchor, terms)
+                              anchor, point_terms)
 
     def evaluate(x):
       full = pose.at[act].set(x[:-3].reshape(-1, 3))
-      pred, d_pred, _ = joints_and_jacobian(model, betas, full, x[-3:], structure.smpl_index,
-                                            active, offsets, structure.offset_joints)
-      return pred, d_pred, jnp.sum(jnp.square(res(pred, x, pose)))
+      pred, d_pred, rotations = joints_and_jacobian(model, betas, full, x[-3:], structure.smpl_index,
+                                                    active, offsets, structure.offset_joints)
+      if with_orientation:
+        ori = orientation_rows(rotations, frame, weights, structure, active, model.parents, norm)
+      else:
+        ori = (jnp.zeros((0,), pose.dtype), jnp.zeros((0, len(x)), pose.dtype))
+      cost = jnp.sum(jnp.square(res(pred, x, pose))) + jnp.sum(jnp.square(ori[0]))
+      return pred, d_pred, ori, cost
 
     def step(_, carry):
-      x, damping, pred, d_pred, current = carry
-      r = res(pred, x, pose)
+      x, damping, pred, d_pred, ori, current = carry
+      r = jnp.concatenate([res(pred, x, pose), ori[0]])
       dr_dpred, dr_dx = jax.jacfwd(res, argnums=(0, 1))(pred, x, pose)
-      jac = jnp.einsum('rmc,mcx->rx', dr_dpred, d_pred) + dr_dx
+      jac = jnp.concatenate([jnp.einsum('rmc,mcx->rx', dr_dpred, d_pred) + dr_dx, ori[1]])
       hess = jac.T @ jac
+      grad = jac.T @ r
       curvature = jnp.diag(hess)
       # lm_common.damped's sum, in this solver's own order (see there).
       lhs = hess + damping * jnp.diag(curvature + DAMPING_FLOOR * jnp.mean(curvature) + 1e-12)
-      delta = -jnp.linalg.solve(lhs, jac.T @ r)
+      delta = -jnp.linalg.solve(lhs, grad)
       # One bound for every coordinate (rad or m).
       delta = delta * step_scale(delta, MAX_ROTATION_STEP)
       x_new = jnp.concatenate([rotate(x[:-3].reshape(-1, 3), delta[:-3].reshape(-1, 3)).ravel(),
                                x[-3:] + delta[-3:]])
-      pred_new, d_new, trial = evaluate(x_new)
+      pred_new, d_new, ori_new, trial = evaluate(x_new)
       better = trial < current
-      pick = lambda a, b: jnp.where(better, a, b)
+      pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(better, u, v), a, b)
       return (pick(x_new, x), next_damping(better, damping), pick(pred_new, pred),
-              pick(d_new, d_pred), jnp.minimum(trial, current))
+              pick(d_new, d_pred), pick(ori_new, ori), jnp.minimum(trial, current))
 
     x0 = jnp.concatenate([pose[act].ravel(), tr])
-    pred0, d0, cost0 = evaluate(x0)
-    x, _, _, _, final = jax.lax.fori_loop(
-        0, iterations, step, (x0, jnp.asarray(initial_damping, pose.dtype), pred0, d0, cost0))
+    pred0, d0, ori0, cost0 = evaluate(x0)
+    x, _, _, _, _, final = jax.lax.fori_loop(
+        0, iterations, step, (x0, jnp.asarray(initial_damping, pose.dtype), pred0, d0, ori0, cost0))
     return pose.at[act].set(x[:-3].reshape(-1, 3)), x[-3:], final
 
   return jax.vmap(one_frame)(poses, trans, targets)

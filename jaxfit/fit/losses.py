@@ -18,13 +18,20 @@ from jaxfit.fit.types import (LOSS_TERMS, Anchor, FitParams, FitStructure,
 _EPS = 1e-9
 
 
-def posed_mapped_joints(model: JointModel, params: FitParams, structure: FitStructure):
-  """[K,M,3] metres: the points compared with the targets, each mapped SMPL
-  joint plus its correspondence offset in the joint's frame."""
+def posed_points_and_rotations(model: JointModel, params: FitParams, structure: FitStructure):
+  """([K,M,3] m, [K,24,3,3]): the points compared with the targets, each
+  mapped SMPL joint plus its correspondence offset in the joint's frame, and
+  every joint's global rotation."""
   joints, rotations = jax.vmap(forward_kinematics, in_axes=(None, None, 0, 0))(
       model, params.betas, params.poses, params.trans)
   idx = jnp.asarray(structure.smpl_index)
-  return joints[:, idx] + jnp.einsum('kmab,mb->kma', rotations[:, idx], params.offsets)
+  return joints[:, idx] + jnp.einsum('kmab,mb->kma', rotations[:, idx], params.offsets), rotations
+
+
+def posed_mapped_joints(model: JointModel, params: FitParams, structure: FitStructure):
+  """[K,M,3] metres: the points compared with the targets (see
+  `posed_points_and_rotations`)."""
+  return posed_points_and_rotations(model, params, structure)[0]
 
 
 def _normalised(weight, denominator_axes=None):
@@ -69,6 +76,16 @@ def position_residual(pred, targets: Targets):
   """[K,M,3]: weighted joint offsets; loss = weighted mean squared distance (m^2)
   over the real frames' mapped joints."""
   return _per_slot(targets.weight, targets.exists)[..., None] * (pred - targets.joints)
+
+
+def orientation_residual(rotations, targets: Targets, structure):
+  """[K,S,3,3]: the paired segments' global rotations minus their targets,
+  (G - T) / sqrt(2), whose squared norm is 4 sin^2(theta/2) ~ theta^2 rad^2 for
+  a rotation error theta; loss = weighted mean over real frames and segments.
+  rotations [K,24,3,3] global."""
+  g = rotations[:, jnp.asarray(structure.segment_joints, jnp.int32)]
+  scale = _per_slot(targets.seg_weight, targets.exists) / jnp.sqrt(2.0)
+  return scale[..., None, None] * (g - targets.seg_rot)
 
 
 def bone_direction_residual(pred, targets: Targets, structure):
@@ -180,17 +197,20 @@ def foot_skate_residual(pred, targets: Targets, anchor: Anchor, structure):
 def residuals(model: JointModel, params: FitParams, targets: Targets,
               anchor: Anchor, structure: FitStructure):
   """All residuals of a block, as a dict term -> array (see LOSS_TERMS)."""
-  return residuals_from_joints(posed_mapped_joints(model, params, structure),
-                               params, targets, anchor, structure)
+  pred, rotations = posed_points_and_rotations(model, params, structure)
+  return residuals_from_joints(pred, params, targets, anchor, structure, rotations)
 
 
 def residuals_from_joints(pred, params: FitParams, targets: Targets,
-                          anchor: Anchor, structure: FitStructure):
-  """All residuals given the posed mapped joints pred [K,M,3] (m)."""
+                          anchor: Anchor, structure: FitStructure, rotations=None):
+  """All residuals given the posed mapped joints pred [K,M,3] (m) and the
+  global rotations [K,24,3,3] (needed when structure.segment_joints)."""
   has_bones = bool(structure.bones)
   zero = jnp.zeros((0,), pred.dtype)
   return dict(
       position=position_residual(pred, targets),
+      orientation=(orientation_residual(rotations, targets, structure)
+                   if structure.segment_joints and rotations is not None else zero),
       bone_direction=bone_direction_residual(pred, targets, structure) if has_bones else zero,
       bone_length=bone_length_residual(pred, targets, structure) if has_bones else zero,
       bone_length_consistency=(bone_length_consistency_residual(pred, targets, structure)

@@ -54,8 +54,10 @@ def joint_lr_groups(joint_lr) -> dict:
 # The reference's per-joint rates: feet 0.5, knees 1, hips 1.5.
 DEFAULT_JOINT_LR = joint_lr_from_groups(dict(hips=1.5, feet=0.5))
 # The recommended loss weights (the traced LossWeights default to 0 = off).
+# orientation: the OpenSim segment orientations (files that carry them), rad^2
+# against the position term's m^2 (0 = joint centres only).
 DEFAULT_LOSS = LossWeights(
-    position=1.0, bone_direction=0.05, bone_length=1.0, bone_length_consistency=0.0,
+    position=1.0, orientation=1e-3, bone_direction=0.05, bone_length=1.0, bone_length_consistency=0.0,
     pose_reg=1e-6, trans_reg=0.0, shape_prior=3e-6, offset_prior=1e-2, temporal=1e-5,
     velocity=0.0, acceleration=1e-2, foot_skate=0.0)
 
@@ -95,7 +97,7 @@ class InitOptions(StageOptions):
   iters: int = 15
   lr: float = 0.08
   lr_final_ratio: float = 0.1
-  terms: Tuple[str, ...] = ('position', 'pose_reg')
+  terms: Tuple[str, ...] = ('position', 'orientation', 'pose_reg')
   solver: str = 'lm'
   root: str = 'kabsch'
 
@@ -115,7 +117,9 @@ class ShapeOptions(StageOptions):
   `rounds` times with LM of the sample, then every frame re-solved with
   `resolve_iters` LM iterations; 'adam': the reference's Adam on betas (lr)
   and the sample's poses (pose_lr) for `iters` steps (iters > 0 adds it
-  after the other methods)."""
+  after the other methods). prior: 'auto' (joint_lm: the shape prior's weight
+  follows the noise the fit's own residual shows, at least noise_floor_m m of
+  noise; joint_lm.noise_shape_prior_weight) or 'fixed' (loss.shape_prior)."""
   iters: int = 0
   lr: float = 0.05
   lr_final_ratio: float = 0.1
@@ -123,6 +127,8 @@ class ShapeOptions(StageOptions):
   method: str = 'joint_lm'
   joint_iters: int = 20
   beta_bound: float = 3.0
+  prior: str = 'auto'
+  noise_floor_m: float = 1e-4
   frames: int = 80
   rounds: int = 2
   resolve_iters: int = 5
@@ -135,6 +141,9 @@ class ShapeOptions(StageOptions):
     _check(_is_int(self.joint_iters) and self.joint_iters >= 0, f'{name}.joint_iters',
            f'must be an integer >= 0, got {self.joint_iters!r}')
     _check(self.beta_bound > 0, f'{name}.beta_bound', f'must be > 0, got {self.beta_bound}')
+    _check(self.prior in ('auto', 'fixed'), f'{name}.prior', f'must be auto or fixed, got {self.prior!r}')
+    _check(math.isfinite(self.noise_floor_m) and self.noise_floor_m > 0, f'{name}.noise_floor_m',
+           f'must be > 0, got {self.noise_floor_m}')
     _check(self.method != 'adam' or self.iters > 0, f'{name}.iters', 'must be > 0 when method=adam')
     _check(_is_int(self.frames) and self.frames >= 1, f'{name}.frames', f'must be an integer >= 1, got {self.frames!r}')
     _check(_is_int(self.rounds) and self.rounds >= 0, f'{name}.rounds', f'must be an integer >= 0, got {self.rounds!r}')
@@ -156,7 +165,8 @@ class PoseOptions(StageOptions):
   iters: int = 0
   lr: float = 0.01
   lr_final_ratio: float = 0.05
-  terms: Tuple[str, ...] = ('position', 'bone_direction', 'pose_reg', 'trans_reg', 'temporal')
+  terms: Tuple[str, ...] = ('position', 'orientation', 'bone_direction', 'pose_reg', 'trans_reg',
+                            'temporal')
   warm_start: float = 0.0
 
   def validate(self, name):
@@ -171,9 +181,9 @@ class SequenceOptions(StageOptions):
   iters: int = 60
   lr: float = 0.001
   lr_final_ratio: float = 0.05
-  terms: Tuple[str, ...] = ('position', 'bone_direction', 'bone_length', 'bone_length_consistency',
-                            'pose_reg', 'trans_reg', 'shape_prior', 'offset_prior', 'temporal',
-                            'velocity', 'acceleration', 'foot_skate')
+  terms: Tuple[str, ...] = ('position', 'orientation', 'bone_direction', 'bone_length',
+                            'bone_length_consistency', 'pose_reg', 'trans_reg', 'shape_prior',
+                            'offset_prior', 'temporal', 'velocity', 'acceleration', 'foot_skate')
   betas_lr: float = 0.0
 
   def validate(self, name):
@@ -190,8 +200,7 @@ class FitOptions:
   (frame by frame); dtype: 'float32' or 'float64' (float64 needs
   jax_enable_x64, which the caller enables); loss: LossWeights;
   joint_lr: 24 per-SMPL-joint learning-rate multipliers; max_passes: stages
-  3+4 repeated; whiten_betas: Adam on a whitened shape basis; offset_bound:
-  the largest correspondence offset (m).
+  3+4 repeated; whiten_betas: Adam on a whitened shape basis.
   """
   variant: str = 'simultaneous'
   dtype: str = 'float32'
@@ -203,7 +212,6 @@ class FitOptions:
   sequence: SequenceOptions = SequenceOptions()
   max_passes: int = 1
   whiten_betas: bool = True
-  offset_bound: float = 0.15
 
   def __post_init__(self):
     _check(self.variant in VARIANTS, 'variant', f'must be one of {VARIANTS}, got {self.variant!r}')
@@ -217,8 +225,6 @@ class FitOptions:
       getattr(self, name).validate(name)
     _check(_is_int(self.max_passes) and self.max_passes >= 1, 'max_passes',
            f'must be an integer >= 1, got {self.max_passes!r}')
-    _check(math.isfinite(self.offset_bound) and self.offset_bound >= 0, 'offsets.bound_m',
-           f'must be >= 0, got {self.offset_bound}')
 
   def stage(self, name) -> StageOptions:
     return getattr(self, name)

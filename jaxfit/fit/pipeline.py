@@ -35,11 +35,11 @@ from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
                              solve_betas_jit)
 from jaxfit.fit.joint_lm import joint_lm
-from jaxfit.fit.lm import lm_frames, moving_joints
+from jaxfit.fit.lm import active_joints, lm_frames
 from jaxfit.fit.losses import posed_mapped_joints
 from jaxfit.fit.options import FitOptions
-from jaxfit.fit.types import (LOSS_TERMS, FitParams, LossWeights, StageHyper, Targets,
-                              TrialArrays, empty_anchor)
+from jaxfit.fit.types import (LOSS_TERMS, FitParams, FitStructure, LossWeights, StageHyper,
+                              Targets, TrialArrays, empty_anchor)
 
 LM_CHUNK = 128  # frames per Levenberg-Marquardt call (independent frames)
 
@@ -50,6 +50,9 @@ class FitResult:
   offsets [M,3] m (each mapped joint's learned correspondence offset, in the
   joint's frame; zero where none is learned); points [T,M,3] m: the mapped
   joints plus their offsets, what was compared with the targets;
+  rotations [T,24,3,3]: every joint's global rotation (SMPL world);
+  frame_offsets [S,3,3]: each fitted segment pair's constant frame offset C
+  (R_smpl = A R_opensim C, prep.segment_names);
   time_s: seconds per stage (compilation excluded) and compile_s; loss per stage."""
   betas: np.ndarray
   poses: np.ndarray
@@ -57,6 +60,8 @@ class FitResult:
   joints: np.ndarray
   offsets: np.ndarray
   points: np.ndarray
+  rotations: np.ndarray
+  frame_offsets: np.ndarray
   time_s: Dict[str, float]
   losses: Dict[str, float]
 
@@ -114,14 +119,38 @@ def _blocks(x, n, k):
   return x.reshape((n, k) + x.shape[1:])
 
 
-def _targets(prep: TrialArrays, trans_prior, index=None, dtype=np.float32):
+def _targets(prep: TrialArrays, trans_prior, index=None, dtype=np.float32, frame_offsets=None):
+  """Targets of the fit; frame_offsets [S,3,3]: each segment pair's constant
+  offset C (default: from the rest poses), so the SMPL joint targets A R_os C."""
   sel = (lambda a: a) if index is None else (lambda a: a[index])
+  c = prep.segment_rest_offset if frame_offsets is None else frame_offsets
   return Targets(joints=np.asarray(sel(prep.targets), dtype),
                  weight=np.asarray(sel(prep.weight), dtype),
                  observed=np.asarray(sel(prep.observed), dtype),
                  exists=np.asarray(sel(prep.exists), dtype),
                  contact=np.asarray(sel(prep.contact), dtype),
-                 trans_prior=np.asarray(sel(trans_prior), dtype))
+                 trans_prior=np.asarray(sel(trans_prior), dtype),
+                 seg_rot=np.asarray(np.einsum('tsab,sbc->tsac', sel(prep.segment_rotations), c), dtype),
+                 seg_weight=np.asarray(sel(prep.segment_weight), dtype))
+
+
+def refine_frame_offsets(segment_rotations, segment_weight, fitted, rest_offsets, prior=1.0):
+  """Each segment pair's constant frame offset C, refined on a trial: the
+  rotation nearest (chordal mean, projected onto SO(3)) to C_t = (A R_os,t)^T G_t
+  over the frames, with the rest-pose value as a prior worth `prior` times the
+  frames' total weight.
+
+  segment_rotations [T,S,3,3] A R_os (SMPL world); segment_weight [T,S];
+  fitted [T,S,3,3] the paired joints' global rotations; rest_offsets [S,3,3].
+  Returns [S,3,3].
+  """
+  w = np.asarray(segment_weight, np.float64)
+  total = w.sum(0)                                                       # [S]
+  mean = np.einsum('ts,tsba,tsbc->sac', w, segment_rotations, fitted)
+  mean = mean + prior * total[:, None, None] * rest_offsets
+  u, _, vt = np.linalg.svd(mean)
+  d = np.sign(np.linalg.det(u @ vt))
+  return u @ (np.eye(3)[None] * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[:, None]) @ vt
 
 
 def _call(fn, args, static=None, timings=None, name=None):
@@ -136,10 +165,11 @@ _axis_angle_jit = jax.jit(matrix_to_axis_angle)
 
 @functools.partial(jax.jit, static_argnames=('structure',))
 def _posed(model, betas, offsets, poses, trans, structure):
-  """Joints [T,24,3] m and mapped points [T,M,3] m (joints plus offsets)."""
-  joints = jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t)[0])(poses, trans)
+  """Joints [T,24,3] m, global rotations [T,24,3,3] and mapped points [T,M,3] m
+  (joints plus offsets)."""
+  joints, rotations = jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t))(poses, trans)
   points = posed_mapped_joints(model, FitParams(betas, poses, trans, offsets), structure)
-  return joints, points
+  return joints, rotations, points
 
 
 def _sample_frames(prep: TrialArrays, count: int):
@@ -152,15 +182,18 @@ def _sample_frames(prep: TrialArrays, count: int):
 class FitState:
   """What the stages hand on. betas [B]; offsets [M,3] m (in each mapped
   joint's frame); poses [T_pad,24,3] rad; trans [T_pad,3] m; trans_prior
-  [T_pad,3] m: the initial root path (what the trans regulariser pulls to)."""
+  [T_pad,3] m: the initial root path (what the trans regulariser pulls to);
+  frame_offsets [S,3,3]: each segment pair's constant frame offset (None: the
+  rest-pose offsets, TrialArrays.segment_rest_offset)."""
   betas: np.ndarray
   offsets: np.ndarray
   poses: np.ndarray
   trans: np.ndarray
   trans_prior: Optional[np.ndarray] = None
+  frame_offsets: Optional[np.ndarray] = None
 
 
-def fit_plan(options: FitOptions):
+def fit_plan(options: FitOptions, structure: FitStructure):
   """The stages `fit_trial` runs, in order: (stage, _Fit method, keyword
   arguments). Prefetching and fitting both run this plan; a stage of zero
   steps is not in it."""
@@ -170,6 +203,8 @@ def fit_plan(options: FitOptions):
     plan.append(('init', 'init_shape_from_distances', {}))
   plan.append(('init', 'init_root_' + init.root, {}))
   plan.append(('init', 'init_' + init.solver, {}))
+  if structure.segment_joints:
+    plan.append(('init', 'init_frame_offsets', {}))
   if shape.method != 'adam':
     plan.append(('shape', 'shape_' + shape.method, {}))
   if shape.iters:   # the reference's Adam, also after the other methods
@@ -205,7 +240,7 @@ class _Fit:
     self.init_weights = stage_hyper(options, 'init', self.nb, 0.0, dtype=dtype).weights
     # Joints whose rotation moves no mapped point (the arms of a lower-body
     # skeleton, hands, head) are left in a neutral rest pose, never optimised.
-    self.active = moving_joints(model.parents, self.index, structure.offset_joints)
+    self.active = active_joints(model.parents, structure)
     self.sequential = options.variant == 'sequential'
 
   def initial_state(self) -> FitState:
@@ -231,8 +266,9 @@ class _Fit:
     return stage_hyper(self.options, stage, self.nb, betas_lr, dtype=self.dtype,
                        active_joints=self.active, **kw)
 
-  def targets(self, trans_prior, index=None):
-    return _targets(self.prep, trans_prior, index, self.dtype)
+  def targets(self, s: FitState, index=None):
+    """Targets of state s (its root path prior and frame offsets), of frames `index`."""
+    return _targets(self.prep, s.trans_prior, index, self.dtype, s.frame_offsets)
 
   def adam(self, name, state, poses, trans, targets, hyper, num_blocks, loss_name=None):
     """The one compiled Adam core on num_blocks blocks of the frames (1 x T or
@@ -300,33 +336,47 @@ class _Fit:
 
   def init_lm(self, s: FitState) -> FitState:
     poses, trans = self.lm('init', s.betas, s.offsets, s.poses, s.trans,
-                           self.targets(s.trans_prior), self.options.init.iters)
+                           self.targets(s), self.options.init.iters)
     return dataclasses.replace(s, poses=poses, trans=trans)
 
   def init_adam(self, s: FitState) -> FitState:
-    _, poses, trans = self.adam('init', s, s.poses, s.trans, self.targets(s.trans_prior),
+    _, poses, trans = self.adam('init', s, s.poses, s.trans, self.targets(s),
                                 self.hyper('init', 0.0), 1)
     return dataclasses.replace(s, poses=poses, trans=trans)
+
+  def init_frame_offsets(self, s: FitState) -> FitState:
+    """The constant frame offset of each segment pair, refined on this trial's
+    stage-1 fit (which followed the rest-pose offsets), prior at the rest pose."""
+    _, rotations, _ = self.call(_posed, (self.model, s.betas, s.offsets, s.poses, s.trans),
+                                dict(structure=self.structure))
+    n, prep = self.prep.num_frames, self.prep
+    frame_offsets = refine_frame_offsets(
+        prep.segment_rotations[:n], prep.segment_weight[:n],
+        rotations[:n][:, list(self.structure.segment_joints)], prep.segment_rest_offset)
+    return dataclasses.replace(s, frame_offsets=frame_offsets)
 
   # ---- stage 2: the shape (and the correspondence offsets)
 
   def shape_joint_lm(self, s: FitState) -> FitState:
     """Every frame's pose, the betas and the offsets in one Gauss-Newton solve."""
     options, shape = self.options, self.options.shape
-    betas, offsets, poses, trans, cost = self.call(
-        joint_lm, (self.model, s.betas, s.offsets, s.poses, s.trans, self.targets(s.trans_prior),
+    betas, offsets, poses, trans, cost, prior_weight = self.call(
+        joint_lm, (self.model, s.betas, s.offsets, s.poses, s.trans, self.targets(s),
                    options.loss, np.int32(shape.joint_iters),
-                   np.asarray(options.offset_bound, self.dtype),
-                   np.asarray(shape.beta_bound, self.dtype)),
+                   np.asarray(self.prep.offset_bound, self.dtype),
+                   np.asarray(shape.beta_bound, self.dtype),
+                   np.asarray(1.0 if shape.prior == 'auto' else 0.0, self.dtype),
+                   np.asarray(shape.noise_floor_m, self.dtype)),
         dict(structure=self.structure), 'shape')
     self.losses['shape'] = float(cost)
+    self.losses['shape_prior_weight'] = float(prior_weight)
     return dataclasses.replace(s, betas=betas, offsets=offsets, poses=poses, trans=trans)
 
   def shape_closed_form(self, s: FitState) -> FitState:
     """Exact least-squares betas for the sample's rotations, alternated with
     per-frame LM of the sample; then every frame is re-solved for that shape."""
     shape, sample = self.options.shape, self.sample
-    shape_targets = self.targets(s.trans_prior, sample)
+    shape_targets = self.targets(s, sample)
     betas, poses, trans = s.betas, s.poses, s.trans
     sample_poses, sample_trans = poses[sample], trans[sample]
     for _ in range(shape.rounds):
@@ -339,7 +389,7 @@ class _Fit:
                                            shape_targets, self.options.init.iters)
     if shape.resolve_iters:
       poses, trans = self.posed_root('shape', betas, poses, self.filled, self.all_frames)
-      poses, trans = self.lm('shape', betas, s.offsets, poses, trans, self.targets(s.trans_prior),
+      poses, trans = self.lm('shape', betas, s.offsets, poses, trans, self.targets(s),
                              shape.resolve_iters)
     return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
 
@@ -347,7 +397,7 @@ class _Fit:
     """The reference's stage 2: Adam on betas and the sample's poses."""
     shape, sample = self.options.shape, self.sample
     betas, sample_poses, sample_trans = self.adam(
-        'shape', s, s.poses[sample], s.trans[sample], self.targets(s.trans_prior, sample),
+        'shape', s, s.poses[sample], s.trans[sample], self.targets(s, sample),
         self.hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=self.basis), 1)
     poses, trans = s.poses.copy(), s.trans.copy()
     poses[sample], trans[sample] = sample_poses, sample_trans
@@ -359,23 +409,24 @@ class _Fit:
     """Per-frame pose refinement: frame by frame (sequential) or all at once."""
     hyper = self.hyper('pose', 0.0, iters=iters,
                        warm_start=self.options.pose.warm_start if self.sequential else 0.0)
-    _, poses, trans = self.adam('pose', s, s.poses, s.trans, self.targets(s.trans_prior), hyper,
+    _, poses, trans = self.adam('pose', s, s.poses, s.trans, self.targets(s), hyper,
                                 s.poses.shape[0] if self.sequential else 1, loss_name)
     return dataclasses.replace(s, poses=poses, trans=trans)
 
   def sequence_adam(self, s: FitState, loss_name='sequence') -> FitState:
     """Whole-sequence refinement (smoothness, bone lengths, contact)."""
-    betas, poses, trans = self.adam('sequence', s, s.poses, s.trans, self.targets(s.trans_prior),
+    betas, poses, trans = self.adam('sequence', s, s.poses, s.trans, self.targets(s),
                                     self.hyper('sequence', self.options.sequence.betas_lr,
                                                beta_basis=self.basis), 1, loss_name)
     return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
 
   def outputs(self, s: FitState):
-    """Continuous poses (no 2 pi jumps between frames), joints [T,24,3] and points [T,M,3]."""
+    """Continuous poses (no 2 pi jumps between frames), joints [T,24,3],
+    global rotations [T,24,3,3] and points [T,M,3]."""
     poses = self.call(continuous_axis_angle, (s.poses,))
-    joints, points = self.call(_posed, (self.model, s.betas, s.offsets, poses, s.trans),
-                               dict(structure=self.structure))
-    return poses, joints, points
+    joints, rotations, points = self.call(_posed, (self.model, s.betas, s.offsets, poses, s.trans),
+                                          dict(structure=self.structure))
+    return poses, joints, rotations, points
 
 
 def fit_trial(model: BodyModel, prep: TrialArrays, options: FitOptions,
@@ -394,7 +445,7 @@ def fit_trial(model: BodyModel, prep: TrialArrays, options: FitOptions,
   progress = progress or (lambda stage: None)
   timings: Dict[str, float] = {}
   losses: Dict[str, float] = {}
-  plan = fit_plan(options)
+  plan = fit_plan(options, prep.structure)
   # Every program of the plan made ready first (shapes are known before any
   # value is): a cold process compiles them in parallel, not stage by stage.
   ready = _Fit(model, prep, options, dtype, timings, {}, prefetch=True)
@@ -411,10 +462,13 @@ def fit_trial(model: BodyModel, prep: TrialArrays, options: FitOptions,
       progress(name)
       stage = name
     state = getattr(fit, method)(state, **kwargs)
-  poses, joints, points = fit.outputs(state)
+  poses, joints, rotations, points = fit.outputs(state)
   n = prep.num_frames
   timings['total'] = sum(v for k, v in timings.items() if k != 'compile_s')
   return FitResult(betas=np.asarray(state.betas), poses=np.asarray(poses)[:n],
                    trans=np.asarray(state.trans)[:n], joints=np.asarray(joints)[:n],
                    offsets=np.asarray(state.offsets), points=np.asarray(points)[:n],
+                   rotations=np.asarray(rotations)[:n],
+                   frame_offsets=np.asarray(prep.segment_rest_offset if state.frame_offsets is None
+                                            else state.frame_offsets),
                    time_s=timings, losses=losses)

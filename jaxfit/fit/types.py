@@ -42,7 +42,10 @@ class Targets:
   up-weighting); observed [K,M] in [0,1]: how much each target is data (1
   observed, the gap_fill weight where interpolated, 0 never seen); exists [K]
   1 for real frames, 0 for padding; contact [K,2] (left, right foot) in {0,1};
-  trans_prior [K,3] m, the translation the trans regulariser pulls towards.
+  trans_prior [K,3] m, the translation the trans regulariser pulls towards;
+  seg_rot [K,S,3,3]: the global rotation (SMPL world) each paired segment's
+  SMPL joint should have (the OpenSim body's, through its constant frame
+  offset; FitStructure.segment_joints); seg_weight [K,S] >= 0 (0 = none).
   """
   joints: jax.Array
   weight: jax.Array
@@ -50,10 +53,13 @@ class Targets:
   exists: jax.Array
   contact: jax.Array
   trans_prior: jax.Array
+  seg_rot: jax.Array
+  seg_weight: jax.Array
 
 
 jax.tree_util.register_dataclass(
-    Targets, data_fields=['joints', 'weight', 'observed', 'exists', 'contact', 'trans_prior'],
+    Targets, data_fields=['joints', 'weight', 'observed', 'exists', 'contact', 'trans_prior',
+                          'seg_rot', 'seg_weight'],
     meta_fields=[])
 
 
@@ -75,7 +81,7 @@ def empty_anchor(num_mapped: int, dtype=jnp.float32) -> Anchor:
                 joints=jnp.zeros((num_mapped, 3), dtype), valid=jnp.zeros((), dtype))
 
 
-LOSS_TERMS = ('position', 'bone_direction', 'bone_length',
+LOSS_TERMS = ('position', 'orientation', 'bone_direction', 'bone_length',
               'bone_length_consistency', 'pose_reg', 'trans_reg',
               'shape_prior', 'offset_prior', 'temporal', 'velocity', 'acceleration',
               'foot_skate')
@@ -84,6 +90,7 @@ LOSS_TERMS = ('position', 'bone_direction', 'bone_length',
 class LossWeights(NamedTuple):
   """One traced scalar weight per loss term (0 switches a term off)."""
   position: float = 1.0
+  orientation: float = 0.0
   bone_direction: float = 0.0
   bone_length: float = 0.0
   bone_length_consistency: float = 0.0
@@ -124,13 +131,16 @@ class FitStructure:
   smpl_index: SMPL joint of each mapped target joint [M];
   bones: (parent, child) pairs in mapped-joint indices;
   left_foot, right_foot: mapped indices of each foot's joints (ankle, toes);
-  offset_joints: mapped indices whose correspondence offset is learned.
+  offset_joints: mapped indices whose correspondence offset is learned;
+  segment_joints: the SMPL joint of each paired segment whose orientation is
+  a target (Targets.seg_rot), () when the trial has no segment rotations.
   """
   smpl_index: Tuple[int, ...]
   bones: Tuple[Tuple[int, int], ...]
   left_foot: Tuple[int, ...]
   right_foot: Tuple[int, ...]
   offset_joints: Tuple[int, ...] = ()
+  segment_joints: Tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +154,13 @@ class TrialArrays:
     padding or weighted 0 (how much a target is data, whatever its weight);
   weight [T_pad,M] position weight: observed x joint weight x contact factor;
   exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
-  joint_weight [M]: the position weight of each mapped joint (0 = not fitted).
+  joint_weight [M]: the position weight of each mapped joint (0 = not fitted);
+  offset_bound [M] m: each learned offset's bound (0 where none is learned);
+  segment_rotations [T_pad,S,3,3]: A R_opensim, each paired OpenSim body's
+  rotation in the SMPL world (identity where missing; S =
+  len(structure.segment_joints)); segment_weight [T_pad,S]: its weight (0
+  missing or padding); segment_rest_offset [S,3,3]: the constant frame
+  offset C of each pair from the two rest poses: R_smpl = A R_opensim C.
   """
   structure: FitStructure
   targets: np.ndarray
@@ -156,6 +172,10 @@ class TrialArrays:
   contact: np.ndarray
   num_frames: int
   joint_weight: np.ndarray
+  offset_bound: np.ndarray
+  segment_rotations: np.ndarray
+  segment_weight: np.ndarray
+  segment_rest_offset: np.ndarray
 
   @property
   def used(self):

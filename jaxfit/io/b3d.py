@@ -39,7 +39,9 @@ def read_b3d_trials(path, processing_pass=None, trials=None, joint_centres='auto
   processing_pass: 'last' (most processed), an index, or a pass type
   (kinematics, dynamics, lowpass, acc_minimizing). joint_centres: 'auto'
   (stored centres, or FK on the file's skeleton for files without them) or
-  'fk'. Raises MotionFileError naming the file and the problem.
+  'fk'. Trials carry every body's rotation per frame (segment_names,
+  segment_rotations [T,S,3,3], body -> OpenSim world). Raises MotionFileError
+  naming the file and the problem.
   """
   path = os.fspath(path)
   raw = call_isolated(f'{_NATIVE}:read_subject', path, path, processing_pass,
@@ -49,5 +51,6 @@ def read_b3d_trials(path, processing_pass=None, trials=None, joint_centres='auto
                      joints=t['joints'], fps=t['fps'], contact=t['contact'],
                      height_m=raw['height_m'], mass_kg=raw['mass_kg'], sex=raw['sex'],
                      processing_pass=t['processing_pass'],
-                     joint_centre_source=t['joint_centre_source'])
+                     joint_centre_source=t['joint_centre_source'],
+                     segment_names=t['segment_names'], segment_rotations=t['segment_rotations'])
           for t in raw['trials']]

@@ -13,6 +13,11 @@ File versions handled:
     joint positions `pos` are read frame by frame and the joint centres are
     computed by forward kinematics on the file's own skeleton (`readSkel` of
     that pass), in the order of its joint names.
+
+Segment rotations come from the same skeleton for every file version: per
+frame `setPositions(pos)`, then each body node's world rotation (body frame ->
+OpenSim world, column vectors: v_world = R v_body), in body-node order. Files
+with stored joint centres give the poses as the pass's pose matrix.
 """
 
 import os
@@ -120,8 +125,21 @@ def _contact_from_forces(path, subject, forces):
   return np.stack(sides, 1)
 
 
-def _stored_centres(path, subject, info, k, num_joints):
-  """Joint centres [T,J,3] and contact of one trial pass, from the stored matrices."""
+def _body_nodes(skel):
+  """(names, body nodes) of a skeleton, in body-node order."""
+  bodies = [skel.getBodyNode(i) for i in range(skel.getNumBodyNodes())]
+  return tuple(b.getName() for b in bodies), bodies
+
+
+def _rotations_now(bodies):
+  """[S,3,3] world rotations (body -> OpenSim world) at the skeleton's current pose."""
+  return np.asarray([b.getWorldTransform().rotation() for b in bodies], np.float64)
+
+
+def _stored_centres(path, subject, skel, info, k, num_joints):
+  """Joint centres [T,J,3], forces and body rotations [T,S,3,3] of one trial
+  pass, from the stored matrices; rotations by FK of the stored poses (NaN in
+  frames whose poses are not finite)."""
   _call(path, 'loading frames', subject.loadAllFrames)
   trial_pass = _call(path, f'reading trial {info["name"]!r}',
                      lambda: subject.getHeaderProto().getTrials()[info['index']].getPasses()[k])
@@ -133,11 +151,22 @@ def _stored_centres(path, subject, info, k, num_joints):
   forces = (wrenches.reshape(-1, 6, info['num_frames'])[:, 3:]
             if wrenches.ndim == 2 and wrenches.shape[0] % 6 == 0
             and wrenches.shape[1] == info['num_frames'] else np.zeros((0, 3, 0)))
-  return centres.T.reshape(info['num_frames'], num_joints, 3), forces
+  poses = np.asarray(_call(path, f'reading the poses of trial {info["name"]!r}', trial_pass.getPoses),
+                     np.float64)
+  if poses.shape != (skel.getNumDofs(), info['num_frames']):
+    raise MotionFileError(path, f'trial {info["name"]!r}: joint positions have shape {poses.shape}, '
+                          f'expected {(skel.getNumDofs(), info["num_frames"])} (truncated file?)')
+  _, bodies = _body_nodes(skel)
+  rotations = np.full((info['num_frames'], len(bodies), 3, 3), np.nan)
+  for t in np.flatnonzero(np.all(np.isfinite(poses), axis=0)):
+    skel.setPositions(poses[:, t])
+    rotations[t] = _rotations_now(bodies)
+  return centres.T.reshape(info['num_frames'], num_joints, 3), forces, rotations
 
 
 def _fk_centres(path, subject, skel, info, k):
-  """Joint centres [T,J,3] by FK of the pass's joint positions on the file's skeleton."""
+  """Joint centres [T,J,3], forces and body rotations [T,S,3,3] by FK of the
+  pass's joint positions on the file's skeleton."""
   frames = _call(path, f'reading the frames of trial {info["name"]!r}', subject.readFrames,
                  info['index'], 0, info['num_frames'], includeSensorData=False,
                  includeProcessingPasses=True)
@@ -146,7 +175,9 @@ def _fk_centres(path, subject, skel, info, k):
                           f'{info["num_frames"]} frames (truncated file?)')
   num_dofs = skel.getNumDofs()
   joints = [skel.getJoint(i) for i in range(skel.getNumJoints())]
+  _, bodies = _body_nodes(skel)
   centres = np.empty((len(frames), len(joints), 3))
+  rotations = np.empty((len(frames), len(bodies), 3, 3))
   forces = []
   for t, frame in enumerate(frames):
     if len(frame.processingPasses) <= k:
@@ -158,9 +189,10 @@ def _fk_centres(path, subject, skel, info, k):
                             f'{q.shape} (skeleton has {num_dofs} DOFs) or are not finite')
     skel.setPositions(q)
     centres[t] = np.asarray(skel.getJointWorldPositions(joints)).reshape(-1, 3)
+    rotations[t] = _rotations_now(bodies)
     forces.append(np.asarray(frame_pass.groundContactForce, np.float64).reshape(-1, 3))
   forces = np.stack(forces, 2) if forces else np.zeros((0, 3, 0))
-  return centres, forces
+  return centres, forces, rotations
 
 
 def read_subject(path, processing_pass=None, trials=None, joint_centres='auto'):
@@ -170,7 +202,9 @@ def read_subject(path, processing_pass=None, trials=None, joint_centres='auto'):
   pass's joint positions) or 'fk' (always FK). Returns dict(subject meta,
   trials=[dict(name, fps, joint_names, joints [T,J,3] m OpenSim frame,
   contact [T,2] (left, right) bool or None, processing_pass,
-  joint_centre_source 'file' | 'fk')]).
+  joint_centre_source 'file' | 'fk', segment_names [S] body names,
+  segment_rotations [T,S,3,3] body -> OpenSim world, NaN where the poses are
+  not finite)]).
   """
   path = os.fspath(path)
   if joint_centres not in JOINT_CENTRE_SOURCES:
@@ -196,9 +230,10 @@ def read_subject(path, processing_pass=None, trials=None, joint_centres='auto'):
     if not use_fk and header_joints != len(names):
       raise MotionFileError(path, f'the header lists {header_joints} joints but the skeleton of '
                             f'pass {k} has {len(names)}')
-    centres, forces = (_fk_centres(path, subject, skel, info, k) if use_fk else
-                       _stored_centres(path, subject, info, k, len(names)))
+    centres, forces, rotations = (_fk_centres(path, subject, skel, info, k) if use_fk else
+                                  _stored_centres(path, subject, skel, info, k, len(names)))
     out.append(dict(name=info['name'], fps=info['fps'], joint_names=names, joints=centres,
+                    segment_names=_body_nodes(skel)[0], segment_rotations=rotations,
                     contact=_contact_from_forces(path, subject, forces),
                     processing_pass=info['passes'][k],
                     joint_centre_source='fk' if use_fk else 'file'))

@@ -20,7 +20,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from jaxfit.data.metrics import fit_metrics
+from jaxfit.data.metrics import trial_metrics
 from jaxfit.data.trial import OPENSIM_TO_SMPL
 from jaxfit.errors import JaxfitInputError
 from jaxfit.runtime.files import TEMP_MARK, atomic_directory, atomic_write
@@ -30,7 +30,8 @@ TRIAL_FILES = ('params.npz', 'joints.npz', 'metrics.json', 'config.json')
 # What resuming needs (joints.npz came later: older outputs lack it).
 COMPLETE_FILES = ('params.npz', 'config.json', 'metrics.json')
 SUMMARY_FIELDS = ('subject', 'trial', 'status', 'fitted_now', 'frames', 'mpjpe_mm',
-                  'pa_mpjpe_mm', 'pck_50mm', 'pck_100mm', 'max_abs_beta', 'fit_s',
+                  'pa_mpjpe_mm', 'pck_50mm', 'pck_100mm', 'fit_residual_mm', 'max_abs_beta',
+                  'worst_twist_segment', 'worst_twist_p95_deg', 'fit_s',
                   'compile_s', 'wall_s', 'error', 'input', 'output')
 DEMO_BODY_WARNING = ('no --config.model_path: fitting the generated jaxfit demo body, which is '
                      'NOT SMPL; its betas/poses are not SMPL parameters (for real data, pass '
@@ -106,24 +107,17 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
       json.dump(_json_ready(config), f, indent=1, sort_keys=True, allow_nan=False)
 
 
-def metrics_json(trial, prep, result, model_info, variant, provenance) -> dict:
-  """metrics.json of one fit: errors of the fitted points (SMPL joints plus the
-  learned offsets) and of the raw SMPL joints, offsets, times, provenance.
+def metrics_json(trial, prep, result, model_info, variant, provenance, rest_joints) -> dict:
+  """metrics.json of one fit: jaxfit.data.metrics.trial_metrics (MPJPE of the
+  raw SMPL joints, the fit residual, offsets, segment orientations), times,
+  the trial's provenance.
 
   trial: Trial; prep: PreparedTrial; result: FitResult; model_info:
   dict(name, sha256, is_demo_body); provenance: dict(input_path,
-  input_sha256, config_sha256, jaxfit_version).
+  input_sha256, config_sha256, jaxfit_version); rest_joints [24,3] m: the
+  fitted shape's joints at rest.
   """
-  idx = list(prep.structure.smpl_index)
-  n = prep.num_frames
-  metrics = fit_metrics(result.points, prep.targets[:n], prep.valid, trial.fps,
-                        prep.mapping.source_names)
-  raw = fit_metrics(result.joints[:, idx], prep.targets[:n], prep.valid, trial.fps,
-                    prep.mapping.source_names)
-  metrics['smpl_joints'] = {k: raw[k] for k in ('mpjpe_mm', 'pa_mpjpe_mm', 'per_joint_mpjpe_mm')}
-  metrics['offsets_mm'] = {prep.mapping.source_names[m]: [round(1000 * float(v), 2)
-                                                           for v in result.offsets[m]]
-                           for m in prep.structure.offset_joints}
+  metrics = trial_metrics(prep, result, trial.fps, rest_joints=rest_joints)
   metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
   metrics['contact_source'] = prep.contact_source
   metrics['missing_frames'] = int(prep.num_frames - prep.num_valid_frames)
@@ -222,7 +216,10 @@ def summary_row(subject, trial, status, *, input_path, output='', metrics=None, 
   row = dict(subject=subject, trial=trial, status=status, fitted_now=fitted_now,
              frames=metrics.get('frames'), mpjpe_mm=metrics.get('mpjpe_mm'),
              pa_mpjpe_mm=metrics.get('pa_mpjpe_mm'), pck_50mm=metrics.get('pck_50mm'),
-             pck_100mm=metrics.get('pck_100mm'), max_abs_beta=metrics.get('max_abs_beta'),
+             pck_100mm=metrics.get('pck_100mm'), fit_residual_mm=metrics.get('fit_residual_mm'),
+             max_abs_beta=metrics.get('max_abs_beta'),
+             worst_twist_segment=metrics.get('worst_twist_segment'),
+             worst_twist_p95_deg=metrics.get('worst_twist_p95_deg'),
              fit_s=time_s.get('total'), compile_s=time_s.get('compile_s', 0.0 if metrics else None),
              wall_s=time_s.get('wall'), error=error, input=input_path, output=output)
   return row

@@ -34,9 +34,10 @@ img{max-width:100%;display:block;margin:.5em 0}.bad{color:#b00}pre{background:#f
 def _trial_section(trial, images, meshes, subject_dir):
   m = trial['metrics']
   name = m.get('trial') or os.path.basename(trial['dir'])
-  rows = [('frames', m.get('frames')), ('fps', m.get('fps')), ('MPJPE mm (fitted points)', m.get('mpjpe_mm')),
+  rows = [('frames', m.get('frames')), ('fps', m.get('fps')),
+          ('MPJPE mm (raw SMPL joints, comparable joints)', m.get('mpjpe_mm')),
           ('PA-MPJPE mm', m.get('pa_mpjpe_mm')),
-          ('MPJPE mm (raw SMPL joints)', m.get('smpl_joints', {}).get('mpjpe_mm')),
+          ('fit residual mm (joints + offsets, all mapped)', m.get('fit_residual_mm')),
           ('PCK@50 / 100 / 150 mm', ' / '.join(_fmt(m.get(f'pck_{k}mm'), 3) for k in (50, 100, 150))),
           ('max |beta|', m.get('max_abs_beta')),
           ('jitter fit / input mm/frame^3', f'{_fmt(m.get("jitter_fit_mm_per_frame3"))} / '
@@ -54,6 +55,8 @@ def _trial_section(trial, images, meshes, subject_dir):
   if m.get('offsets_mm'):
     parts.append('<p>Learned correspondence offsets (mm, in the SMPL joint\'s frame): '
                  + ', '.join(f'{html.escape(k)} {v}' for k, v in m['offsets_mm'].items()) + '</p>')
+  for warning in m.get('offset_warnings', ()):
+    parts.append(f'<p class="bad">{html.escape(warning)}</p>')
   for key in ('per_joint_mpjpe', 'error_over_time', 'trajectories', 'skeleton', 'contact_sheet'):
     if key in images:
       parts.append(f'<img alt="{key}" src="{_embed(images[key])}">')
@@ -107,7 +110,8 @@ def write_index(output_dir, rows: List[dict]):
               key=lambda r: -(r.get('mpjpe_mm') or 0.0))
   failed = [r for r in rows if r.get('status') != 'ok']
   head = ('<tr><th>subject</th><th>trial</th><th>frames</th><th>MPJPE mm</th><th>PA-MPJPE mm</th>'
-          '<th>PCK@50</th><th>PCK@100</th><th>max |beta|</th><th>fit s</th></tr>')
+          '<th>PCK@50</th><th>PCK@100</th><th>fit residual mm</th><th>max |beta|</th>'
+          '<th>fit s</th></tr>')
   lines = []
   for r in ok:
     link = f'{r["subject"]}/report.html'
@@ -117,7 +121,8 @@ def write_index(output_dir, rows: List[dict]):
     lines.append(f'<tr><td>{html.escape(r["subject"])}</td><td class="l">{cell}</td>'
                  + ''.join(f'<td>{_fmt(r.get(k), d)}</td>' for k, d in
                            (('frames', 0), ('mpjpe_mm', 2), ('pa_mpjpe_mm', 2), ('pck_50mm', 3),
-                            ('pck_100mm', 3), ('max_abs_beta', 2), ('fit_s', 2))) + '</tr>')
+                            ('pck_100mm', 3), ('fit_residual_mm', 2), ('max_abs_beta', 2),
+                            ('fit_s', 2))) + '</tr>')
   body = ['<h1>jaxfit run</h1>',
           f'<p>{len(ok)} trials fitted, {len(failed)} failed. Click a column to sort.</p>']
   if failed:

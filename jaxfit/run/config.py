@@ -145,7 +145,16 @@ def fit_config(inputs: InputOptions = InputOptions(), prepare: PrepareOptions = 
       joint_lr=joint_lr_groups(fit.joint_lr),
       loss=dict(fit.loss._asdict(), contact_weight=prepare.contact_weight,
                 gap_fill=prepare.gap_fill),
-      offsets=dict(joints=','.join(prepare.offset_joints), bound_m=fit.offset_bound),
+      # Per segment group: the weight of each paired OpenSim body's orientation
+      # (data.trial.SEGMENT_GROUPS), times loss.orientation; 0 = not fitted.
+      orientation_weights=dict(prepare.orientation_weights),
+      # Each learned offset is bounded (bound_m, per source joint; 'other' for
+      # joints not listed); one above typical_m or at its bound is a warning.
+      offsets=dict(joints=','.join(prepare.offset_joints),
+                   bound_m=dict({k: v[1] for k, v in prepare.offset_limits.items()},
+                                other=prepare.other_offset_limit[1]),
+                   typical_m=dict({k: v[0] for k, v in prepare.offset_limits.items()},
+                                  other=prepare.other_offset_limit[0])),
       contact=dict(source=prepare.contact_source,
                    vertical_speed_threshold=prepare.vertical_speed_threshold,
                    height_margin=prepare.height_margin),
@@ -184,6 +193,8 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   inputs = InputOptions(num_betas=c.num_betas, processing_pass=str(c.processing_pass),
                         joint_centres=str(c.joint_centres))
   report = ReportOptions(mesh_frames=c.report_mesh_frames, animation_s=float(c.report_animation_s))
+  check(set(c.offsets.bound_m.keys()) == set(c.offsets.typical_m.keys()), 'offsets.typical_m',
+        'must name the same joints as offsets.bound_m')
   weights = [1.0] * len(SMPL_JOINT_NAMES)
   for name, w in c.joint_weights.items():
     check(name in SMPL_JOINT_NAMES, f'joint_weights.{name}', 'not an SMPL joint name')
@@ -196,7 +207,12 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       vertical_speed_threshold=float(c.contact.vertical_speed_threshold),
       height_margin=float(c.contact.height_margin),
       max_frames=c.max_frames, frame_bucket=c.frame_bucket,
-      offset_joints=_terms(c.offsets.joints))
+      offset_joints=_terms(c.offsets.joints),
+      offset_limits={str(k): (float(c.offsets.typical_m[k]), float(c.offsets.bound_m[k]))
+                     for k in c.offsets.bound_m.keys() if k != 'other'},
+      other_offset_limit=(float(c.offsets.typical_m.other), float(c.offsets.bound_m.other)),
+      orientations=float(c.loss.orientation) > 0,
+      orientation_weights={str(k): float(v) for k, v in c.orientation_weights.items()})
   fit = FitOptions(
       variant=str(c.variant), dtype=str(c.dtype),
       loss=LossWeights(**{t: float(c.loss[t]) for t in LOSS_TERMS}),
@@ -204,8 +220,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       init=_stage_options(InitOptions, c, 'init'), shape=_stage_options(ShapeOptions, c, 'shape'),
       pose=_stage_options(PoseOptions, c, 'pose'),
       sequence=_stage_options(SequenceOptions, c, 'sequence'),
-      max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas),
-      offset_bound=float(c.offsets.bound_m))
+      max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas))
   return Settings(
       input=str(run.input), output_dir=str(run.output_dir), model_path=str(run.model_path),
       num_betas=inputs.num_betas, trials=_terms(run.trials),

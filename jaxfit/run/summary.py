@@ -84,7 +84,7 @@ class Progress:
 def summary_table(rows) -> str:
   """A plain-text table of the run."""
   header = (f'{"subject":24s} {"trial":24s} {"frames":>6s} {"MPJPE mm":>9s} {"PA mm":>7s} '
-            f'{"PCK100":>6s} {"fit s":>7s} {"compile s":>9s}')
+            f'{"PCK50":>6s} {"resid mm":>8s} {"fit s":>7s} {"compile s":>9s}')
   lines = [header, '-' * len(header)]
   for r in rows:
     if r['status'] != 'ok':
@@ -92,7 +92,7 @@ def summary_table(rows) -> str:
                    f'{r["error"]}')
     else:
       lines.append(f'{r["subject"][:24]:24s} {r["trial"][:24]:24s} {r["frames"]:6d} '
-                   f'{r["mpjpe_mm"]:9.2f} {r["pa_mpjpe_mm"]:7.2f} {r["pck_100mm"]:6.3f} '
-                   f'{r["fit_s"]:7.2f} {r["compile_s"]:9.1f}'
+                   f'{r["mpjpe_mm"]:9.2f} {r["pa_mpjpe_mm"]:7.2f} {r["pck_50mm"]:6.3f} '
+                   f'{r["fit_residual_mm"]:8.2f} {r["fit_s"]:7.2f} {r["compile_s"]:9.1f}'
                    + ('' if r['fitted_now'] else '  (earlier run)'))
   return '\n'.join(lines)

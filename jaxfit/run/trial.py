@@ -80,7 +80,12 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   result = fit_trial(model, prep, settings.fit,
                      lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
   wall = time.perf_counter() - t0
-  metrics = metrics_json(trial, prep, result, model_info, settings.fit.variant, provenance)
+  rest_joints = np.asarray(model.J_template, np.float64) + np.einsum(
+      'jcb,b->jc', np.asarray(model.J_shapedirs, np.float64), np.asarray(result.betas, np.float64))
+  metrics = metrics_json(trial, prep, result, model_info, settings.fit.variant, provenance,
+                         rest_joints)
+  for warning in metrics['offset_warnings']:
+    logging.warning('%s: %s', label, warning)
   metrics['time_s']['wall'] = round(wall, 4)
   if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
     logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
@@ -88,9 +93,10 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
                     metrics['max_abs_beta'], MAX_PLAUSIBLE_BETA)
   out = trial_dir(settings.output_dir, trial.subject, trial.name)
   write_fit(out, trial, prep, result, model, model_info, metrics, config_dict)
-  logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@100 %.3f, %d frames, '
-               '%.2f s (+%.1f s compile) -> %s', label, metrics['mpjpe_mm'],
-               metrics['pa_mpjpe_mm'], metrics['pck_100mm'], prep.num_frames,
+  logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@50 %.3f (raw SMPL joints, %d comparable '
+               'joints), fit residual %.1f mm, %d frames, %.2f s (+%.1f s compile) -> %s', label,
+               metrics['mpjpe_mm'], metrics['pa_mpjpe_mm'], metrics['pck_50mm'],
+               len(metrics['mpjpe_joints']), metrics['fit_residual_mm'], prep.num_frames,
                result.time_s['total'], result.time_s.get('compile_s', 0.0), out)
   return metrics
 
