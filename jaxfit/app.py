@@ -112,6 +112,14 @@ def use_executable_store(cache_dir: str):
   compiled.set_store(DiskExecutableStore(os.path.join(directory, 'executables')))
 
 
+def _segment_trajectories(series):
+  """joints.npz entries of the per-frame segment orientation errors (degrees)."""
+  if series is None:
+    return {}
+  return dict(segment_names=np.array(series['names']), segment_twist_deg=series['twist'],
+              segment_swing_deg=series['swing'])
+
+
 def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
                   provenance) -> dict:
   """Prepares, fits, measures and writes one trial (outputs written atomically).
@@ -134,7 +142,7 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   result = fit_trial(model, prep, settings.fit,
                      lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
   wall = time.perf_counter() - t0
-  metrics = trial_metrics(prep, result, trial.fps,
+  metrics, segment_series = trial_metrics(prep, result, trial.fps,
                           rest_joints=np.asarray(model.J_template, np.float64)
                           + np.einsum('jcb,b->jc', np.asarray(model.J_shapedirs, np.float64),
                                       np.asarray(result.betas, np.float64)))
@@ -150,10 +158,17 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
                                is_demo_body=model_info['is_demo_body'])
   metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
-  if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
+  bound = settings.fit.shape.beta_bound
+  at_bound = [int(k) for k in np.flatnonzero(np.abs(result.betas) >= bound * (1 - 1e-4))]
+  metrics['betas_at_bound'] = at_bound
+  if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA * (1 + 1e-4):
     logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
                     'standard-normal); check the joint mapping and the model file', label,
                     metrics['max_abs_beta'], MAX_PLAUSIBLE_BETA)
+  elif at_bound:
+    logging.warning('%s: betas %s at their bound +-%g: the body model\'s shape space does not '
+                    'reach this subject (the fit is the best body within it)', label, at_bound,
+                    bound)
   metrics['dtype'] = str(result.poses.dtype)
   if model_info['is_demo_body']:
     metrics['warning'] = DEMO_BODY_WARNING
@@ -166,8 +181,10 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
       gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
       metrics=metrics, config=config_dict, contact_source=prep.contact_source,
       offsets=result.offsets, offset_joints=prep.structure.offset_joints,
+      segment_names=prep.segment_names, frame_offsets=result.frame_offsets,
       trajectories=dict(targets=prep.targets[:n], fitted=result.points, valid=prep.valid,
                         smpl_joints=result.joints, contact=prep.contact[:n] > 0.5,
+                        **_segment_trajectories(segment_series),
                         bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)))
   logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@50 %.3f (raw SMPL joints, %d comparable '
                'joints), fit residual %.1f mm, %d frames, %.2f s (+%.1f s compile) -> %s', label,

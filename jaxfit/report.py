@@ -6,6 +6,8 @@ Per trial, in `<subject>/<trial>/report/`:
   per_joint_mpjpe.png    error of every mapped joint (fitted points and raw SMPL joints);
   error_over_time.png    per-frame MPJPE, foot-contact phases shaded;
   trajectories.png       ankles, knees, wrists: AddBiomechanics input vs fit, per axis;
+  segment_orientation.png  twist and swing of every paired segment against its OpenSim
+                         body over time (files with segment rotations);
   skeleton.gif           side and front views at real speed (first seconds of the trial):
                          input joints and the fitted SMPL skeleton in two colours;
   contact_sheet.png      a few frames of the side view;
@@ -172,6 +174,33 @@ def plot_error_over_time(trial, path):
   ax.set_ylabel('MPJPE (mm, raw SMPL joints)')
   ax.set_xlim(0, max(t[-1], 1e-3))
   ax.set_title('Error over time (shaded: left (purple) / right (green) foot contact)', fontsize=10)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def plot_segment_orientations(trial, path):
+  """Twist (about each segment's long axis) and swing of every paired
+  segment against its OpenSim body over time, the best constant offset removed."""
+  plt = _plt()
+  j, m = trial['joints'], trial['metrics']
+  fps = float(j['fps'])
+  names = [str(n) for n in j['segment_names']]
+  t = np.arange(len(j['segment_twist_deg'])) / fps
+  fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), dpi=100, sharex=True)
+  for ax, key, label in ((axes[0], 'segment_twist_deg', 'twist (deg)'),
+                         (axes[1], 'segment_swing_deg', 'swing (deg)')):
+    _shade_contact(ax, j['contact'], fps)
+    for s, name in enumerate(names):
+      ax.plot(t, j[key][:, s], lw=0.8, label=name)
+    ax.set_ylabel(label)
+  axes[0].axhline(0, color='k', lw=0.5)
+  axes[1].set_xlabel('time (s)')
+  axes[1].set_xlim(0, max(t[-1], 1e-3))
+  worst = m.get('worst_twist_segment')
+  axes[0].set_title('Segment orientation vs the OpenSim bodies' + (
+      f' (worst twist p95: {worst} {m.get("worst_twist_p95_deg", 0):.1f} deg)' if worst else ''),
+      fontsize=10)
+  axes[0].legend(fontsize=6, ncol=4, loc='upper right')
   fig.tight_layout()
   return _save(fig, path)
 
@@ -473,6 +502,8 @@ def _trial_section(trial, images, meshes, subject_dir):
           ('fit residual mm (joints + offsets, all mapped)', m.get('fit_residual_mm')),
           ('PCK@50 / 100 / 150 mm', ' / '.join(_fmt(m.get(f'pck_{k}mm'), 3) for k in (50, 100, 150))),
           ('max |beta|', m.get('max_abs_beta')),
+          ('worst segment twist p95 deg', f'{_fmt(m.get("worst_twist_p95_deg"))} '
+                                           f'({m.get("worst_twist_segment") or "-"})'),
           ('jitter fit / input mm/frame^3', f'{_fmt(m.get("jitter_fit_mm_per_frame3"))} / '
                                             f'{_fmt(m.get("jitter_target_mm_per_frame3"))}'),
           ('contact source', m.get('contact_source')), ('joint centres', m.get('joint_centre_source')),
@@ -490,7 +521,8 @@ def _trial_section(trial, images, meshes, subject_dir):
                  + ', '.join(f'{html.escape(k)} {v}' for k, v in m['offsets_mm'].items()) + '</p>')
   for warning in m.get('offset_warnings', ()):
     parts.append(f'<p class="bad">{html.escape(warning)}</p>')
-  for key in ('per_joint_mpjpe', 'error_over_time', 'trajectories', 'skeleton', 'contact_sheet'):
+  for key in ('per_joint_mpjpe', 'error_over_time', 'trajectories', 'segment_orientation',
+              'skeleton', 'contact_sheet'):
     if key in images:
       parts.append(f'<img alt="{key}" src="{_embed(images[key])}">')
   if meshes:
@@ -503,7 +535,7 @@ def _trial_section(trial, images, meshes, subject_dir):
 
 
 IMAGES = ('per_joint_mpjpe.png', 'error_over_time.png', 'trajectories.png', 'skeleton.gif',
-          'contact_sheet.png')
+          'contact_sheet.png', 'segment_orientation.png')
 
 
 def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
@@ -520,6 +552,8 @@ def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
   plot_trajectories(trial, os.path.join(out, IMAGES[2]))
   render_animation(trial, os.path.join(out, IMAGES[3]), options)
   contact_sheet(trial, os.path.join(out, IMAGES[4]))
+  if 'segment_twist_deg' in trial['joints']:
+    plot_segment_orientations(trial, os.path.join(out, IMAGES[5]))
   notes = []
   fitted_with = str(trial['params'].get('model_sha256', ''))
   if model is None:

@@ -41,13 +41,16 @@ def _json_ready(obj):
 
 def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, model_info,
                         metrics, config, contact_source, offsets, offset_joints=(),
-                        trajectories=None):
+                        trajectories=None, segment_names=(), frame_offsets=None):
   """Writes one trial's outputs atomically into directory `path`.
 
   betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL world frame); mapping:
   JointMapping; model_info: dict(name, sha256, path); offsets [M,3] m, the
   learned correspondence offsets of the mapped joints listed in
   offset_joints (mapped indices), in their SMPL joint's frame.
+  segment_names [S], frame_offsets [S,3,3]: the OpenSim bodies whose
+  orientation was fitted and each pair's constant frame offset C
+  (R_smpl = world_from_opensim R_opensim C).
   trajectories: dict for joints.npz (what the fit was compared with, for
   reports): targets [T,M,3], fitted [T,M,3], valid [T,M], smpl_joints
   [T,24,3], contact [T,2], bones [K,2] (SMPL world frame, metres).
@@ -70,7 +73,12 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
           # Target m corresponds to SMPL joint j plus R_j @ joint_offsets[m] (R_j: the
           # joint's global rotation), constant over the trial; zero where not learned.
           joint_offsets=np.asarray(offsets, np.float64), joint_offset_learned=learned,
-          contact_source=np.array(contact_source))
+          contact_source=np.array(contact_source),
+          # Segment orientations fitted: each OpenSim body's rotation R_os maps to the
+          # paired SMPL joint's global rotation world_from_opensim @ R_os @ segment_frame_offsets.
+          segment_names=np.array(list(segment_names), dtype=str),
+          segment_frame_offsets=np.asarray(frame_offsets if frame_offsets is not None
+                                           else np.zeros((0, 3, 3)), np.float64).reshape(-1, 3, 3))
     if trajectories is not None:
       with open(os.path.join(tmp, 'joints.npz'), 'wb') as f:
         np.savez_compressed(
