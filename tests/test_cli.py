@@ -67,6 +67,14 @@ def test_fits_a_b3d_subject_and_writes_the_output_contract(tmp_path, demo_b3d, c
     assert abs(err_mm - metrics['fit_residual_mm']) < 0.01
     # Regression bar on the Rajagopal demo with the demo body (README states it).
     assert metrics['mpjpe_mm'] < 16.0 and metrics['pck_100mm'] == 1.0
+    # The generated skeleton's known segment twists (its hip, knee, subtalar and
+    # arm rotations) are recovered: every segment within 1 degree (p95).
+    segments = metrics['segment_orientation_deg']
+    assert len(segments) == 16, sorted(segments)
+    assert max(e['twist_p95_deg'] for e in segments.values()) < 1.0, segments
+    assert metrics['worst_twist_p95_deg'] < 1.0
+    with np.load(d / 'params.npz') as p:
+      assert list(p['segment_names']) == list(segments) and p['segment_frame_offsets'].shape == (16, 3, 3)
     config = json.loads((d / 'config.json').read_text())
     assert config['input'] == path and config['variant'] == 'simultaneous'
   assert not [f for f in os.listdir(out / 'subject01') if f.startswith('.')]  # no temp dirs
@@ -103,6 +111,15 @@ def test_bad_config_value(tmp_path, cache):
   proc = _run('--config.loss.temporal=-1', cache=cache)
   assert proc.returncode == 2
   _one_clear_error(proc, '--config.loss.temporal')
+  proc = _run('--config.offsets.bound_m.back=0.5', cache=cache)
+  assert proc.returncode == 2
+  _one_clear_error(proc, '--config.offsets.bound_m.back', '0.5')
+  proc = _run('--config.orientation_weights.tibia=-1', cache=cache)
+  assert proc.returncode == 2
+  _one_clear_error(proc, '--config.orientation_weights.tibia')
+  proc = _run('--config.shape.prior=sometimes', cache=cache)
+  assert proc.returncode == 2
+  _one_clear_error(proc, '--config.shape.prior', 'sometimes')
 
 
 def test_misspelt_config_field_is_refused(cache):
