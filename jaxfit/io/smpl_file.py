@@ -30,9 +30,9 @@ from jaxfit.errors import ModelFileError
 
 REQUIRED_KEYS = ('v_template', 'shapedirs', 'J_regressor', 'weights',
                  'kintree_table', 'f')
-# Read when present: pose correctives, the relaxed-hand means (MANO-merged
-# SMPL-H pkl, SMPL-X), a gender.
-OPTIONAL_KEYS = ('posedirs', 'hands_meanl', 'hands_meanr', 'gender')
+# Arrays read when present: pose correctives, the relaxed-hand means
+# (MANO-merged SMPL-H pkl, SMPL-X). And a gender key.
+OPTIONAL_ARRAYS = ('posedirs', 'hands_meanl', 'hands_meanr')
 GENDERS = ('neutral', 'male', 'female')
 FAMILY_LABEL = {'smpl': 'SMPL', 'smplh': 'SMPL-H', 'smplx': 'SMPL-X'}
 
@@ -239,14 +239,14 @@ def load_body_model(path, num_betas=10, dtype=np.float32) -> BodyModel:
   if ext == '.pkl':
     raw = _read_pickle(path)
   elif ext == '.npz':
-    raw = _read_npz(path, REQUIRED_KEYS + OPTIONAL_KEYS)
+    raw = _read_npz(path, REQUIRED_KEYS + OPTIONAL_ARRAYS + ('gender',))
   else:
     raise ModelFileError(path, f'unknown model file type {ext!r}; expected .pkl or .npz')
   missing = [k for k in REQUIRED_KEYS if k not in raw]
   if missing:
     raise ModelFileError(path, f'missing SMPL keys {missing}; found {sorted(raw)}')
   try:
-    arrays = {k: _to_array(raw[k]) for k in REQUIRED_KEYS + OPTIONAL_KEYS[:3]
+    arrays = {k: _to_array(raw[k]) for k in REQUIRED_KEYS + OPTIONAL_ARRAYS
               if raw.get(k) is not None}
   except Exception as e:
     raise ModelFileError(path, f'could not read arrays: {e}') from None
