@@ -272,3 +272,16 @@ def _check_meshes(trial_dir, model_path):
   glb = write_glb(model, trial, str(trial_dir / 'animation.glb'))
   gltf = pygltflib.GLTF2().load(glb)
   assert len(gltf.skins[0].joints) == 55 and gltf.nodes[22].name == 'jaw'
+
+
+def test_smpl_stays_smpl_and_other_joint_counts_get_one_clear_error(tmp_path, demo_model):
+  assert demo_model.family == 'smpl' and demo_model.rest_pose is None
+  assert joint_model(demo_model).J_template is demo_model.J_template   # the view is the model
+  assert amass_outputs(demo_model, np.zeros(10), np.zeros((2, 24, 3)), np.zeros((2, 3)), 30.0)[0] is None
+  a = sf.family_arrays('smplh', num_betas=10)
+  bad = dict(a, kintree_table=a['kintree_table'][:, :30], J_regressor=a['J_regressor'][:30],
+             weights=a['weights'][:, :30], posedirs=a['posedirs'][:, :, :9 * 29])
+  path = tmp_path / 'SMPLH_male.npz'
+  np.savez(path, **bad)
+  with pytest.raises(ModelFileError, match='30 joints: not an SMPL'):
+    load_body_model(path)
