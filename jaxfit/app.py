@@ -12,13 +12,15 @@ from typing import List
 import numpy as np
 from absl import logging
 
+from jaxfit.body.model import joint_model
 from jaxfit.config import Settings
 from jaxfit.errors import JaxfitInputError, MotionFileError
 from jaxfit.fit.pipeline import fit_trial
+from jaxfit.io.amass import amass_outputs
 from jaxfit.io.b3d import read_b3d_trials
 from jaxfit.prepare import prepare_trial
 from jaxfit.io.joints_npz import read_joints_npz
-from jaxfit.io.results import trial_dir, write_trial_outputs
+from jaxfit.io.results import safe_name, trial_dir, write_trial_outputs
 from jaxfit.io.smpl_file import load_body_model
 from jaxfit.metrics import trial_metrics
 
@@ -129,7 +131,7 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics.json, so a later run can tell the outputs are complete and current.
   """
   label = f'{trial.subject}/{trial.name}'
-  prep = prepare_trial(trial, settings.prepare, model.parents)
+  prep = prepare_trial(trial, settings.prepare, joint_model(model).parents)
   if prep.mapping.ignored:
     logging.info('%s: joints not fitted (no SMPL counterpart): %s', label,
                  ', '.join(prep.mapping.ignored))
@@ -157,6 +159,14 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics['unmapped_joints'] = list(prep.mapping.ignored)
   metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
                                is_demo_body=model_info['is_demo_body'])
+  # SMPL-H / SMPL-X: the full pose (hands, jaw, eyes neutral) as an AMASS file.
+  suffix, amass_arrays, amass_info = amass_outputs(model, result.betas, result.poses,
+                                                   result.trans, trial.fps, result.joints)
+  metrics['body_model'].update(amass_info)
+  amass = None
+  if suffix:
+    amass = (safe_name(trial.name) + suffix, amass_arrays)
+    metrics['body_model']['amass_file'] = amass[0]
   metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
   bound = settings.fit.shape.beta_bound
   at_bound = [int(k) for k in np.flatnonzero(np.abs(result.betas) >= bound * (1 - 1e-4))]
@@ -185,7 +195,8 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
       trajectories=dict(targets=prep.targets[:n], fitted=result.points, valid=prep.valid,
                         smpl_joints=result.joints, contact=prep.contact[:n] > 0.5,
                         **_segment_trajectories(segment_series),
-                        bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)))
+                        bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)),
+      amass=amass)
   logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@50 %.3f (raw SMPL joints, %d comparable '
                'joints), fit residual %.1f mm, %d frames, %.2f s (+%.1f s compile) -> %s', label,
                metrics['mpjpe_mm'], metrics['pa_mpjpe_mm'], metrics['pck_50mm'],

@@ -11,7 +11,8 @@ Per trial, in `<subject>/<trial>/report/`:
   skeleton.gif           side and front views at real speed (first seconds of the trial):
                          input joints and the fitted SMPL skeleton in two colours;
   contact_sheet.png      a few frames of the side view;
-  mesh_frame_NNNNN.obj   the fitted SMPL surface (pose correctives included) at chosen frames;
+  mesh_frame_NNNNN.obj   the fitted SMPL surface (pose correctives included) at chosen frames
+                         (SMPL-H / SMPL-X: the full model, hands / jaw / eyes in their neutral pose);
   animation.glb          the whole trial as a skinned glTF 2.0 animation (shape baked in,
                          linear blend skinning without pose correctives): Blender, three.js,
                          any glTF viewer.
@@ -33,7 +34,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from jaxfit.body.model import SMPL_JOINT_NAMES, SMPL_PARENTS, shaped_joints, skin_vertices
+from jaxfit.body.family import expand_poses
+from jaxfit.body.model import SMPL_PARENTS, shaped_joints, skin_vertices
 from jaxfit.errors import JaxfitInputError
 from jaxfit.io.atomic import atomic_write
 
@@ -345,10 +347,17 @@ def contact_sheet(trial, path, count=6):
 
 # ----------------------------------------------------------------------------- meshes
 
+def full_poses(model, params):
+  """[T,J,3] rad: the fitted poses of params.npz ([T,72], the 24-joint fitting
+  view) as the model's full pose (SMPL: themselves)."""
+  rest = None if model.rest_pose is None else np.asarray(model.rest_pose)
+  return expand_poses(np.asarray(params['poses'], np.float64).reshape(-1, 24, 3), rest)
+
+
 def posed_vertices(model, params, frames):
   """Vertices [len(frames),V,3] m of the fitted surface (LBS + pose correctives)."""
   from jaxfit.fit import compiled  # pylint: disable=import-outside-toplevel
-  poses = np.asarray(params['poses'], np.float32).reshape(-1, 24, 3)[frames]
+  poses = full_poses(model, params).astype(np.float32)[frames]
   trans = np.asarray(params['trans'], np.float32)[frames]
   betas = np.asarray(params['betas'][:model.num_betas], np.float32)
   model = jax.tree.map(lambda a: jax.device_put(np.asarray(a, np.float32)), model)
@@ -359,7 +368,7 @@ def posed_vertices(model, params, frames):
 
 @jax.jit
 def _skin_frames(model, betas, poses, trans):
-  """Vertices [F,V,3] m of poses [F,24,3] rad, trans [F,3] m."""
+  """Vertices [F,V,3] m of poses [F,J,3] rad, trans [F,3] m."""
   return jax.vmap(lambda p, t: skin_vertices(model, betas, p, t))(poses, trans)
 
 
@@ -393,8 +402,9 @@ def _quaternions_xyzw(axis_angle):
 def write_glb(model, trial, path):
   """The whole trial as one skinned glTF 2.0 animation (.glb).
 
-  The mesh is the fitted shape at rest (v_template + shapedirs . betas); 24
-  joint nodes carry the per-frame rotations and the root the translation;
+  The mesh is the fitted shape at rest (v_template + shapedirs . betas); one
+  node per joint of the model (24 SMPL, 52 SMPL-H, 55 SMPL-X) carries the
+  per-frame rotations and the root the translation;
   vertices follow by linear blend skinning (4 strongest weights of each
   vertex; SMPL's pose correctives are not representable in glTF).
   """
@@ -407,9 +417,11 @@ def write_glb(model, trial, path):
   v_shaped = np.asarray(model.v_template, np.float64) + np.einsum(
       'vcb,b->vc', np.asarray(model.shapedirs, np.float64), betas)
   rest = np.asarray(shaped_joints(model, np.asarray(betas, model.J_template.dtype)),
-                    np.float64)                                            # [24,3]
+                    np.float64)                                            # [J,3]
   parents = list(model.parents)
-  poses = params['poses'].reshape(-1, 24, 3)
+  num_j = len(parents)
+  names = tuple(model.joint_names)
+  poses = full_poses(model, params)                                        # [T,J,3]
   fps = float(params['mocap_framerate'])
   times = (np.arange(len(poses)) / fps).astype(np.float32)
   weights = np.asarray(model.weights, np.float64)
@@ -419,8 +431,8 @@ def write_glb(model, trial, path):
   faces = np.asarray(model.faces).astype(np.uint32)
   local_t = rest - np.where(np.array(parents)[:, None] >= 0, rest[np.maximum(parents, 0)], 0.0)
   root_t = (rest[0] + params['trans']).astype(np.float32)                 # [T,3]
-  rotations = _quaternions_xyzw(poses).astype(np.float32)                 # [T,24,4]
-  inverse_bind = np.tile(np.eye(4), (24, 1, 1))
+  rotations = _quaternions_xyzw(poses).astype(np.float32)                 # [T,J,4]
+  inverse_bind = np.tile(np.eye(4), (num_j, 1, 1))
   inverse_bind[:, :3, 3] = -rest
   blobs = [
       (v_shaped.astype(np.float32), g.ARRAY_BUFFER, g.FLOAT, 'VEC3'),
@@ -428,10 +440,10 @@ def write_glb(model, trial, path):
       (top_w.astype(np.float32), g.ARRAY_BUFFER, g.FLOAT, 'VEC4'),
       (faces.reshape(-1), g.ELEMENT_ARRAY_BUFFER, g.UNSIGNED_INT, 'SCALAR'),
       # glTF matrices are column-major: write each transposed.
-      (inverse_bind.transpose(0, 2, 1).astype(np.float32).reshape(24, 16), None, g.FLOAT, 'MAT4'),
+      (inverse_bind.transpose(0, 2, 1).astype(np.float32).reshape(num_j, 16), None, g.FLOAT, 'MAT4'),
       (times, None, g.FLOAT, 'SCALAR'),
       (root_t, None, g.FLOAT, 'VEC3'),
-  ] + [(rotations[:, k], None, g.FLOAT, 'VEC4') for k in range(24)]
+  ] + [(rotations[:, k], None, g.FLOAT, 'VEC4') for k in range(num_j)]
   data, views, accessors = bytearray(), [], []
   for array, target, component, kind in blobs:
     array = np.ascontiguousarray(array)
@@ -445,23 +457,23 @@ def write_glb(model, trial, path):
       flat = array.reshape(len(array), -1)
       accessor.min, accessor.max = flat.min(0).tolist(), flat.max(0).tolist()
     accessors.append(accessor)
-  joint_nodes = [g.Node(name=SMPL_JOINT_NAMES[k] if k < len(SMPL_JOINT_NAMES) else f'joint{k}',
+  joint_nodes = [g.Node(name=names[k] if k < len(names) else f'joint{k}',
                         translation=local_t[k].tolist(),
-                        children=[c for c in range(24) if parents[c] == k]) for k in range(24)]
+                        children=[c for c in range(num_j) if parents[c] == k]) for k in range(num_j)]
   mesh_node = g.Node(name='body', mesh=0, skin=0)
   channels, samplers = [], []
   samplers.append(g.AnimationSampler(input=5, output=6, interpolation='LINEAR'))
   channels.append(g.AnimationChannel(sampler=0, target=g.AnimationChannelTarget(node=0, path='translation')))
-  for k in range(24):
+  for k in range(num_j):
     samplers.append(g.AnimationSampler(input=5, output=7 + k, interpolation='LINEAR'))
     channels.append(g.AnimationChannel(sampler=k + 1,
                                        target=g.AnimationChannelTarget(node=k, path='rotation')))
   gltf = g.GLTF2(
       asset=g.Asset(generator='jaxfit'), scene=0,
-      scenes=[g.Scene(nodes=[0, 24])], nodes=joint_nodes + [mesh_node],
+      scenes=[g.Scene(nodes=[0, num_j])], nodes=joint_nodes + [mesh_node],
       meshes=[g.Mesh(name='smpl', primitives=[g.Primitive(
           attributes=g.Attributes(POSITION=0, JOINTS_0=1, WEIGHTS_0=2), indices=3)])],
-      skins=[g.Skin(joints=list(range(24)), inverseBindMatrices=4, skeleton=0)],
+      skins=[g.Skin(joints=list(range(num_j)), inverseBindMatrices=4, skeleton=0)],
       animations=[g.Animation(name='fit', samplers=samplers, channels=channels)],
       accessors=accessors, bufferViews=views, buffers=[g.Buffer(byteLength=len(data))])
   gltf.set_binary_blob(bytes(data))

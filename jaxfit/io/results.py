@@ -1,4 +1,5 @@
-"""Writing fit outputs: <output_dir>/<subject>/<trial>/{params.npz,joints.npz,metrics.json,config.json}.
+"""Writing fit outputs: <output_dir>/<subject>/<trial>/{params.npz,joints.npz,metrics.json,config.json}
+(and, for an SMPL-H / SMPL-X body, the AMASS file <trial>_poses.npz / <trial>_stageii.npz).
 
 The trial directory is written whole into a temporary directory and renamed
 into place, so a crash never leaves a half-written result.
@@ -41,7 +42,7 @@ def _json_ready(obj):
 
 def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, model_info,
                         metrics, config, contact_source, offsets, offset_joints=(),
-                        trajectories=None, segment_names=(), frame_offsets=None):
+                        trajectories=None, segment_names=(), frame_offsets=None, amass=None):
   """Writes one trial's outputs atomically into directory `path`.
 
   betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL world frame); mapping:
@@ -54,6 +55,8 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
   trajectories: dict for joints.npz (what the fit was compared with, for
   reports): targets [T,M,3], fitted [T,M,3], valid [T,M], smpl_joints
   [T,24,3], contact [T,2], bones [K,2] (SMPL world frame, metres).
+  amass: (file name, {key: array}) of an AMASS motion file (jaxfit.io.amass),
+  written with np.savez in the arrays' order; None for none.
   """
   learned = np.zeros(len(mapping.source_names), bool)
   learned[list(offset_joints)] = True
@@ -86,6 +89,9 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
             fps=np.array(float(fps)),
             **{k: np.asarray(v, np.float32 if np.asarray(v).dtype.kind == 'f' else None)
                for k, v in trajectories.items()})
+    if amass is not None:
+      with open(os.path.join(tmp, amass[0]), 'wb') as f:
+        np.savez(f, **amass[1])
     with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:
       json.dump(_json_ready(metrics), f, indent=1, allow_nan=False)
     with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
