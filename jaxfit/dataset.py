@@ -332,15 +332,17 @@ def remove_stale_temporaries(output_dir):
 def run_dataset(settings: Settings, config_dict) -> List[dict]:
   """Fits every trial of every input (skipping complete ones). Returns the
   summary rows; each input problem is reported in one line and skipped."""
-  from jaxfit.app import DEMO_BODY_WARNING, configure_jax, find_inputs, load_model  # pylint: disable=import-outside-toplevel
+  from jaxfit.app import DEMO_BODY_WARNING, OPEN_BODY_NOTE, configure_jax, find_inputs, load_model  # pylint: disable=import-outside-toplevel
   if settings.engine == 'local':
     configure_jax(settings)
   model, model_info = load_model(settings)
-  logging.info('body model %s (%d vertices, %d betas, %s)', model_info['name'],
-               model.num_vertices, model.num_betas, model.gender)
+  logging.info('body model %s (%s, %d vertices, %d betas, %s)', model_info['name'],
+               model_info['kind'], model.num_vertices, model.num_betas, model.gender)
   inputs = find_inputs(settings)
   if model_info['is_demo_body'] and settings.input:
     logging.warning('%s', DEMO_BODY_WARNING)
+  elif model_info['kind'] == 'open':
+    logging.info('%s', OPEN_BODY_NOTE)
   config_sha = config_sha256(config_dict, model_info['sha256'])
   remove_stale_temporaries(settings.output_dir)
   names = subject_names(inputs)
@@ -395,7 +397,8 @@ def make_report(settings: Settings, rows):
       stale.append(r['output'])
   t0 = time.perf_counter()
   try:
-    result = build_report(settings.output_dir, stale, settings.model_path, settings.report)
+    from jaxfit.app import model_file  # pylint: disable=import-outside-toplevel
+    result = build_report(settings.output_dir, stale, model_file(settings), settings.report)
   except ReportError as e:
     logging.warning('no report: %s', e)
     return

@@ -28,7 +28,7 @@ def _fit_input_task(plan, settings: Settings, config_dict, config_sha, verbosity
   from jaxfit.app import configure_jax, load_model
   from jaxfit.dataset import fit_input
   logging.set_verbosity(verbosity)
-  key = (settings.model_path, settings.num_betas, settings.fit.dtype,
+  key = (settings.model_path, settings.body, settings.num_betas, settings.fit.dtype,
          settings.compilation_cache_dir)
   if _WORKER_STATE.get('key') != key:
     configure_jax(settings)

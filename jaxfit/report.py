@@ -11,6 +11,8 @@ Per trial, in `<subject>/<trial>/report/`:
   skeleton.gif           side and front views at real speed (first seconds of the trial):
                          input joints and the fitted SMPL skeleton in two colours;
   contact_sheet.png      a few frames of the side view;
+  body.png               the fitted surface, shaded, at a few frames, side and front, beside
+                         the skeleton views (with the body model the fit used);
   mesh_frame_NNNNN.obj   the fitted SMPL surface (pose correctives included) at chosen frames
                          (SMPL-H / SMPL-X: the full model, hands / jaw / eyes in their neutral pose);
   animation.glb          the whole trial as a skinned glTF 2.0 animation (shape baked in,
@@ -372,6 +374,68 @@ def _skin_frames(model, betas, poses, trans):
   return jax.vmap(lambda p, t: skin_vertices(model, betas, p, t))(poses, trans)
 
 
+SKIN_COLOUR = np.array([0.86, 0.70, 0.58])
+
+
+def draw_surface(ax, vertices, faces, right, up=(0.0, 1.0, 0.0), colour=SKIN_COLOUR):
+  """Draws a mesh (vertices [V,3] m, faces [F,3]) into a 2D axes, projected
+  onto (right, up), Lambert-shaded (two-sided: the light and the viewer
+  share a side), far triangles first (painter's algorithm)."""
+  from matplotlib.collections import PolyCollection  # pylint: disable=import-outside-toplevel
+  right, up = np.asarray(right, float), np.asarray(up, float)
+  towards_viewer = np.cross(right, up)
+  tri = np.asarray(vertices, float)[np.asarray(faces)]                # [F,3,3]
+  normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+  normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
+  light = 0.8 * towards_viewer + 0.45 * up + 0.25 * right
+  light /= np.linalg.norm(light)
+  shade = 0.22 + 0.78 * np.abs(normal @ light)
+  order = np.argsort(tri.mean(1) @ towards_viewer)
+  polygons = np.stack([tri @ right, tri @ up], -1)[order]              # [F,3,2]
+  colours = np.clip(colour[None] * shade[order, None], 0.0, 1.0)
+  ax.add_collection(PolyCollection(polygons, facecolors=colours, edgecolors=colours,
+                                   linewidths=0.3))
+
+
+def body_views(model, trial, path, count=3):
+  """body.png: at `count` frames (evenly spaced), the skeleton views (input
+  joints and fitted skeleton) beside the fitted surface, shaded; side (top)
+  and front (bottom)."""
+  plt = _plt()
+  j = trial['joints']
+  total = len(trial['params']['poses'])
+  frames = np.unique(np.linspace(0, total - 1, count + 2)[1:-1].round().astype(int))
+  verts = posed_vertices(model, trial['params'], frames)
+  faces = np.asarray(model.faces)
+  fig, axes = plt.subplots(2, 2 * len(frames), figsize=(3.2 * len(frames), 7.2), dpi=90)
+  axes = axes.reshape(2, -1)
+  err = trial['metrics'].get('per_frame_mpjpe_mm') or []
+  for k, t in enumerate(frames):
+    view = _SkeletonView(trial, axes[:, 2 * k], fig, caption=k == 0)
+    view.draw(int(t))
+    for ax in axes[:, 2 * k]:
+      ax.set_xlim(-0.8, 0.8)
+    view.label.set_text('')
+    centre = j['smpl_joints'][t, 0]
+    for row, (axis, label) in enumerate(view.basis):
+      ax = axes[row, 2 * k + 1]
+      draw_surface(ax, verts[k] - [centre[0], 0.0, centre[2]], faces, axis)
+      ax.set_aspect('equal')
+      ax.set_xlim(-0.8, 0.8)
+      ax.set_ylim(*axes[row, 2 * k].get_ylim())
+      ax.axhline(view.ground, color='0.6', lw=0.8)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_title(f'{label}, surface', fontsize=9)
+    e = err[t] if t < len(err) and err[t] is not None else float('nan')
+    axes[0, 2 * k].set_title(f'side, {t / float(j["fps"]):.2f} s, {e:.1f} mm', fontsize=8)
+  name = (trial['metrics'].get('body_model') or {}).get('name', model.name)
+  fig.suptitle(f'Fitted surface ({name}, {model.num_vertices} vertices) beside the skeletons',
+               fontsize=10)
+  fig.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.05, wspace=0.02, hspace=0.12)
+  return _save(fig, path)
+
+
 def write_meshes(model, trial, directory, count) -> List[str]:
   """mesh_frame_NNNNN.obj at `count` evenly spaced frames."""
   try:
@@ -524,6 +588,8 @@ def _trial_section(trial, images, meshes, subject_dir):
   parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>']
   if m.get('warning'):
     parts.append(f'<p class="bad">{html.escape(m["warning"])}</p>')
+  if m.get('note'):
+    parts.append(f'<p>{html.escape(m["note"])}</p>')
   parts.append('<table>' + ''.join(f'<tr><td class="l">{html.escape(k)}</td><td>{_fmt(v)}</td></tr>'
                                    for k, v in rows) + '</table>')
   parts.append('<p>Time (s): ' + ', '.join(f'{html.escape(k)} {_fmt(v)}' for k, v in times.items())
@@ -534,7 +600,7 @@ def _trial_section(trial, images, meshes, subject_dir):
   for warning in m.get('offset_warnings', ()):
     parts.append(f'<p class="bad">{html.escape(warning)}</p>')
   for key in ('per_joint_mpjpe', 'error_over_time', 'trajectories', 'segment_orientation',
-              'skeleton', 'contact_sheet'):
+              'skeleton', 'body', 'contact_sheet'):
     if key in images:
       parts.append(f'<img alt="{key}" src="{_embed(images[key])}">')
   if meshes:
@@ -547,7 +613,7 @@ def _trial_section(trial, images, meshes, subject_dir):
 
 
 IMAGES = ('per_joint_mpjpe.png', 'error_over_time.png', 'trajectories.png', 'skeleton.gif',
-          'contact_sheet.png', 'segment_orientation.png')
+          'contact_sheet.png', 'body.png', 'segment_orientation.png')
 
 
 def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
@@ -557,7 +623,7 @@ def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
   out = os.path.join(trial_dir, 'report')
   os.makedirs(out, exist_ok=True)
   for name in os.listdir(out):   # meshes of an earlier report may be of other frames
-    if name.startswith('mesh_frame_'):
+    if name.startswith('mesh_frame_') or name == IMAGES[5]:
       os.remove(os.path.join(out, name))
   plot_per_joint(trial, os.path.join(out, IMAGES[0]))
   plot_error_over_time(trial, os.path.join(out, IMAGES[1]))
@@ -565,7 +631,7 @@ def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
   render_animation(trial, os.path.join(out, IMAGES[3]), options)
   contact_sheet(trial, os.path.join(out, IMAGES[4]))
   if 'segment_twist_deg' in trial['joints']:
-    plot_segment_orientations(trial, os.path.join(out, IMAGES[5]))
+    plot_segment_orientations(trial, os.path.join(out, 'segment_orientation.png'))
   notes = []
   fitted_with = str(trial['params'].get('model_sha256', ''))
   if model is None:
@@ -574,6 +640,7 @@ def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
     notes.append(f'no meshes: fitted with body model {fitted_with[:12]}..., '
                  f'not the given {model_sha256[:12]}...')
   else:
+    body_views(model, trial, os.path.join(out, IMAGES[5]))
     if options.mesh_frames:
       write_meshes(model, trial, out, options.mesh_frames)
     if options.glb:
@@ -677,10 +744,16 @@ def _model_for(output_dir, trial_dirs, model_path):
       config = os.path.join(d, 'config.json')
       if os.path.isfile(config):
         with open(config, encoding='utf-8') as f:
-          model_path = json.load(f).get('model_path', '')
+          config = json.load(f)
+        model_path = config.get('model_path', '')
         if not model_path:
-          from jaxfit.demo.body_model import demo_body_path
-          model_path = demo_body_path()
+          from jaxfit.body.open_body import builtin_body_path
+          body = config.get('body', 'demo')
+          if body == 'demo':
+            from jaxfit.demo.body_model import demo_body_path
+            model_path = demo_body_path()
+          else:
+            model_path = builtin_body_path(body)
         break
   if not model_path or not os.path.isfile(model_path):
     return None, ''

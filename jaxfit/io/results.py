@@ -72,6 +72,8 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
           num_betas=np.array(len(betas)),
           # True: the generated jaxfit demo body, not SMPL; betas/poses are not SMPL parameters.
           model_is_demo_body=np.array(bool(model_info.get('is_demo_body', False))),
+          # 'smpl_file' (the user's model), 'demo' (the mannequin) or 'open' (the open body).
+          model_kind=np.array(str(model_info.get('kind', 'smpl_file'))),
           world_from_opensim=OPENSIM_TO_SMPL,
           # Target m corresponds to SMPL joint j plus R_j @ joint_offsets[m] (R_j: the
           # joint's global rotation), constant over the trial; zero where not learned.
