@@ -85,7 +85,7 @@ def main():
         if k:
           times[key].append(result.time_s['total'])
         if key == 'on':
-          m_on = metrics
+          m_on, betas_on = metrics, result.betas
         else:
           m_off = metrics
     hinge = lambda m: max((v['p95_deg'] for v in m['hinge_deviation_deg'].values()), default=None)
@@ -95,7 +95,7 @@ def main():
         twist_on=_twists(m_on), twist_off=_twists(m_off),
         hinge_on=hinge(m_on), hinge_off=hinge(m_off),
         time_on=float(np.median(times['on'])), time_off=float(np.median(times['off'])),
-        max_abs_beta_on=float(np.abs(result.betas).max())))
+        max_abs_beta_on=float(np.abs(betas_on).max())))
     r = rows[-1]
     print(f"{r['trial']:52s} MPJPE {r['mpjpe_on']:.2f} vs {r['mpjpe_off']:.2f} mm, worst twist "
           f"{max(r['twist_on'].values(), default=0):.1f} vs {max(r['twist_off'].values(), default=0):.1f} deg, "
