@@ -65,6 +65,7 @@ def cli(data, out, cache, *flags, tree=ROOT):
          f'--config.compilation_cache_dir={cache}', *flags]
   if tree == ROOT:
     cmd.append('--config.progress=false')   # (an older checkout has no progress bar)
+    cmd.append('--config.body=demo')        # the mannequin, as an older checkout's default
   env = dict(os.environ, PYTHONPATH=tree)
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)

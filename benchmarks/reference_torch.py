@@ -209,6 +209,7 @@ def fit(prep, model, log=print):
 def run(input_path, model_path, output_dir, log=print):
   """Fits every trial of input; writes jaxfit's output layout. Returns rows."""
   config = base_config()
+  config.body = 'demo'   # with model_path '': the mannequin, as the published comparison
   config.model_path = model_path
   config.input = input_path
   settings = settings_from_config(config)

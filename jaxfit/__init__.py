@@ -2,7 +2,7 @@
 
 The public API (see README, "From Python"):
 
-  model, info = jaxfit.load_model('SMPL_NEUTRAL.npz')   # '' = the demo body (not SMPL)
+  model, info = jaxfit.load_model('SMPL_NEUTRAL.npz')   # '' = the built-in open body (not SMPL)
   trial = jaxfit.read_trials('subject.b3d')[0]           # or a joints .npz
   prep = jaxfit.prepare_trial(trial, jaxfit.PrepareOptions(), model.parents)
   result = jaxfit.fit_trial(model, prep, jaxfit.FitOptions())

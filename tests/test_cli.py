@@ -65,8 +65,16 @@ def test_fits_a_b3d_subject_and_writes_the_output_contract(tmp_path, demo_b3d, c
     assert sorted(metrics['mpjpe_joints']) == sorted(n for n in names if n in COMPARABLE_JOINTS)
     assert abs(raw_mm - metrics['mpjpe_mm']) < 0.01
     assert abs(err_mm - metrics['fit_residual_mm']) < 0.01
-    # Regression bar on the Rajagopal demo with the demo body (README states it).
+    # Regression bar on the Rajagopal demo with the default (open) body (README states it).
     assert metrics['mpjpe_mm'] < 16.0 and metrics['pck_100mm'] == 1.0
+    # The generated skeleton's known segment twists (its hip, knee, subtalar and
+    # arm rotations) are recovered: every segment within 1 degree (p95).
+    segments = metrics['segment_orientation_deg']
+    assert len(segments) == 16, sorted(segments)
+    assert max(e['twist_p95_deg'] for e in segments.values()) < 1.0, segments
+    assert metrics['worst_twist_p95_deg'] < 1.0
+    with np.load(d / 'params.npz') as p:
+      assert list(p['segment_names']) == list(segments) and p['segment_frame_offsets'].shape == (16, 3, 3)
     config = json.loads((d / 'config.json').read_text())
     assert config['input'] == path and config['variant'] == 'simultaneous'
   assert not [f for f in os.listdir(out / 'subject01') if f.startswith('.')]  # no temp dirs
@@ -103,6 +111,15 @@ def test_bad_config_value(tmp_path, cache):
   proc = _run('--config.loss.temporal=-1', cache=cache)
   assert proc.returncode == 2
   _one_clear_error(proc, '--config.loss.temporal')
+  proc = _run('--config.offsets.bound_m.back=0.5', cache=cache)
+  assert proc.returncode == 2
+  _one_clear_error(proc, '--config.offsets.bound_m.back', '0.5')
+  proc = _run('--config.orientation_weights.tibia=-1', cache=cache)
+  assert proc.returncode == 2
+  _one_clear_error(proc, '--config.orientation_weights.tibia')
+  proc = _run('--config.shape.prior=sometimes', cache=cache)
+  assert proc.returncode == 2
+  _one_clear_error(proc, '--config.shape.prior', 'sometimes')
 
 
 def test_misspelt_config_field_is_refused(cache):
@@ -144,7 +161,7 @@ def test_every_real_file_fits_from_the_cli(tmp_path, cache):
   proc = _run(f'--config.input={REAL}', f'--config.output_dir={out}', cache=cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Traceback' not in proc.stderr
-  assert 'NOT SMPL' in proc.stderr            # real data with the demo body: said loudly
+  assert 'NOT SMPL' in proc.stderr            # real data with a built-in body: said
   with open(os.path.join(REAL, 'manifest.json'), encoding='utf-8') as f:
     manifest = json.load(f)['files']
   checked = []
@@ -156,7 +173,10 @@ def test_every_real_file_fits_from_the_cli(tmp_path, cache):
       assert metrics['frames'] == trial['frames']
       assert 0 < metrics['mpjpe_mm'] < 40 and metrics['pck_100mm'] > 0.95, (subject, metrics['mpjpe_mm'])
       assert 'pck_50mm' in metrics and 'max_abs_beta' in metrics
-      assert metrics['body_model']['is_demo_body'] and 'NOT SMPL' in metrics['warning']
+      # The default body: the open body (not SMPL, said in a note, not a warning).
+      assert metrics['body_model']['kind'] == 'open' and not metrics['body_model']['is_demo_body']
+      assert 'NOT SMPL' in metrics['note'] and 'warning' not in metrics
+      assert metrics['max_abs_beta'] <= 3.0 + 1e-5     # bounded (see benchmarks/OPEN_BODY.md)
       assert metrics['joint_centre_source'] == ('fk' if 'legacy' in subject else 'file')
       assert metrics['max_abs_beta'] <= 3.0
       with np.load(d / 'params.npz') as p:   # no learned offset on a comparable joint
@@ -167,11 +187,11 @@ def test_every_real_file_fits_from_the_cli(tmp_path, cache):
   # against the file's own joint centres over the comparable joints, no alignment.
   import jax
   from jaxfit.body.model import forward_kinematics
-  from jaxfit.demo.body_model import ensure_demo_body
+  from jaxfit.demo.builtin import builtin_body_path
   from jaxfit.io.b3d import read_b3d_trials
   from jaxfit.io.smpl_file import load_body_model
   with jax.experimental.enable_x64():
-    model = load_body_model(ensure_demo_body(), dtype=np.float64)
+    model = load_body_model(builtin_body_path('open'), dtype=np.float64)   # the default body
     fk = jax.jit(jax.vmap(lambda b, q, t: forward_kinematics(model, b, q, t)[0], in_axes=(None, 0, 0)))
     for subject, name, d, metrics in checked:
       trial, = read_b3d_trials(os.path.join(REAL, subject + '.b3d'), trials=[name])
@@ -186,7 +206,7 @@ def test_every_real_file_fits_from_the_cli(tmp_path, cache):
       error = np.linalg.norm(pred - target, axis=-1)[valid].mean() * 1000
       assert error == pytest.approx(metrics['mpjpe_mm'], abs=0.1), (subject, name)
       with np.load(d / 'params.npz') as p:
-        assert bool(p['model_is_demo_body'])
+        assert not bool(p['model_is_demo_body']) and str(p['model_kind']) == 'open'
         poses = p['poses'].reshape(-1, 24, 3)
         assert np.all(np.isfinite(poses))
         if 'camargo' in subject:   # lower body: the arms rest by the sides, never move
@@ -223,7 +243,7 @@ def test_saved_params_reproduce_the_fit_in_the_input_frame(tmp_path, demo_b3d, d
   path, _ = demo_b3d
   out = tmp_path / 'out'
   proc = _run(f'--config.input={path}', f'--config.output_dir={out}', '--config.dtype=float64',
-              '--config.trials=1', '--config.max_frames=64', cache=cache)
+              '--config.trials=1', '--config.max_frames=64', '--config.body=demo', cache=cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert sorted(os.listdir(out / 'subject01')) == ['run']
   d = out / 'subject01' / 'run'

@@ -25,7 +25,8 @@ def _with(**changes):
 
 def test_the_resume_hash_ignores_run_options_and_follows_every_fit_option():
   base = config_sha256(_with(), 'model')
-  run_changes = dict(input='x.b3d', output_dir='elsewhere', model_path='m.npz', trials='a,b',
+  run_changes = dict(input='x.b3d', output_dir='elsewhere', model_path='m.npz', body='demo',
+                     trials='a,b',
                      read_timeout_s=5.0, compilation_cache_dir='none', engine='ray',
                      ray_address='auto', ray_cpus_per_task=2.0, ray_gpus_per_task=0.0,
                      resume=False, progress=False, report=True, report_mesh_frames=0,

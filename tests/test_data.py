@@ -185,3 +185,57 @@ def test_trials_by_name_or_index(demo_b3d):
   assert [t.name for t in read_b3d_trials(path, trials=['1'])] == ['run']
   assert [t.name for t in read_b3d_trials(path, trials=['0', 'run'])] == ['walk', 'run']
   assert [t.name for t in read_b3d_trials(path, trials=['walk'])] == ['walk']
+
+
+def test_comparable_joints_are_a_property_of_the_mapping():
+  """MPJPE's joints: those whose definitions agree, mapped to their own SMPL
+  joint; the pelvis origin, lumbar joint and toes are not; SMPL names are."""
+  from jaxfit.data.trial import COMPARABLE_JOINTS, DEFAULT_JOINT_MAP, resolve_mapping
+  m = resolve_mapping(ADDB_JOINT_NAMES, DEFAULT_JOINT_MAP)
+  comparable = {m.source_names[k] for k in m.comparable_index}
+  assert comparable == {'hip_r', 'hip_l', 'walker_knee_r', 'walker_knee_l', 'ankle_r', 'ankle_l',
+                        'acromial_r', 'acromial_l', 'elbow_r', 'elbow_l', 'radius_hand_r',
+                        'radius_hand_l'}
+  assert not comparable & {'ground_pelvis', 'back', 'mtp_r', 'mtp_l'}
+  moved = resolve_mapping(ADDB_JOINT_NAMES, dict(DEFAULT_JOINT_MAP, elbow_r='right_wrist',
+                                                 radius_hand_r=''))
+  assert 'elbow_r' not in {moved.source_names[k] for k in moved.comparable_index}
+  smpl = resolve_mapping(('pelvis', 'left_hip', 'right_hip', 'left_knee', 'right_knee',
+                          'left_ankle', 'right_ankle', 'spine1'), DEFAULT_JOINT_MAP)
+  assert len(smpl.comparable_index) == 8 and 'knee_r' in COMPARABLE_JOINTS
+
+
+def test_offsets_by_default_only_where_definitions_differ_and_bounded_per_joint(demo_b3d):
+  """Learned offsets: the pelvis origin, lumbar joint and toes, each with its
+  own anatomical bound; a comparable joint only when asked. An offset at its
+  bound or above its typical size is a warning naming the joint and size."""
+  import types
+  from jaxfit.data.metrics import trial_metrics
+  from jaxfit.data.prepare import PrepareOptions, prepare_trial
+  from jaxfit.io.b3d import read_b3d_trials
+  trial = read_b3d_trials(demo_b3d[0], trials=['walk'])[0]
+  prep = prepare_trial(trial, PrepareOptions())
+  names = prep.mapping.source_names
+  learned = {names[m] for m in prep.structure.offset_joints}
+  assert learned == {'ground_pelvis', 'back', 'mtp_r', 'mtp_l'}
+  bound = {names[m]: prep.offset_bound[m] for m in prep.structure.offset_joints}
+  assert bound == {'ground_pelvis': 0.12, 'back': 0.08, 'mtp_r': 0.06, 'mtp_l': 0.06}
+  asked = prepare_trial(trial, PrepareOptions(offset_joints=('walker_knee_r', 'back')))
+  assert {asked.mapping.source_names[m] for m in asked.structure.offset_joints} == {
+      'walker_knee_r', 'back'}
+  n, m = prep.num_frames, len(names)
+  offsets = np.zeros((m, 3))
+  pelvis, back = names.index('ground_pelvis'), names.index('back')
+  offsets[pelvis] = (0.0, 0.0, 0.12)      # at its bound
+  offsets[back] = (0.0, 0.07, 0.0)        # above its typical 6 cm, below its bound
+  joints = np.zeros((n, 24, 3))
+  joints[:, list(prep.structure.smpl_index)] = prep.targets[:n]
+  result = types.SimpleNamespace(joints=joints, points=prep.targets[:n], offsets=offsets,
+                                 losses={}, rotations=np.tile(np.eye(3), (n, 24, 1, 1)),
+                                 frame_offsets=prep.segment_rest_offset, poses=np.zeros((n, 24, 3)))
+  metrics, _ = trial_metrics(prep, result, trial.fps)
+  assert metrics['mpjpe_mm'] == 0.0 and metrics['fit_residual_mm'] == 0.0
+  warnings = metrics['offset_warnings']
+  assert len(warnings) == 2
+  assert 'ground_pelvis' in warnings[0] and '120 mm' in warnings[0] and 'at its bound' in warnings[0]
+  assert 'back' in warnings[1] and '70 mm' in warnings[1] and 'typical' in warnings[1]

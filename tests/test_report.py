@@ -37,10 +37,24 @@ def reported(demo_b3d, executable_cache, tmp_path_factory):
   proc = _run(['jaxfit.main', '--config=configs/default.py', f'--config.input={data}',
                f'--config.output_dir={out}', f'--config.max_frames={FRAMES}',
                f'--config.compilation_cache_dir={executable_cache}', '--config.report=true',
+               '--config.body=demo',   # the mannequin: <= 4 weights a vertex, so the glTF is exact
                '--config.report_mesh_frames=2'])
   assert proc.returncode == 1, proc.stderr[-3000:]   # the broken file
   assert 'Traceback' not in proc.stderr
   return out
+
+
+def test_body_views_show_the_shaded_surface(reported):
+  """body.png: skeleton views beside the fitted surface, Lambert-shaded in a
+  skin tone (many distinct shades of it: a lit surface, not a flat fill)."""
+  with Image.open(reported / 'subject01' / 'walk' / 'report' / 'body.png') as im:
+    rgb = np.asarray(im.convert('RGB'), float)
+  skin = ((rgb[..., 0] > rgb[..., 1] + 10) & (rgb[..., 1] > rgb[..., 2] + 5)
+          & (rgb.sum(-1) > 120) & (rgb.sum(-1) < 720))
+  assert skin.mean() > 0.01, skin.mean()
+  assert len(np.unique(rgb[skin].astype(int) // 8, axis=0)) > 30
+  html_text = (reported / 'subject01' / 'report.html').read_text()
+  assert 'alt="body"' in html_text
 
 
 def _links(html_text):
@@ -143,7 +157,7 @@ def test_html_references_only_files_that_exist(reported):
     if anchor:
       assert f'id="{anchor}"' in (reported / target).read_text()
   links = _links(text)
-  assert sum(l.startswith('data:image/png;base64,') for l in links) == 8
+  assert sum(l.startswith('data:image/png;base64,') for l in links) == 10   # 5 per trial
   assert sum(l.startswith('data:image/gif;base64,') for l in links) == 2
   files = [l for l in links if not l.startswith(('data:', '#'))]
   assert len(files) == 2 * 3   # two meshes and the animation per trial
@@ -170,4 +184,4 @@ def test_report_later_from_saved_outputs(reported, executable_cache, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (copy / 'index.html').is_file()
   for trial in ('walk', 'run'):
-    assert len(os.listdir(copy / 'subject01' / trial / 'report')) == 10
+    assert len(os.listdir(copy / 'subject01' / trial / 'report')) == 11   # 6 images, 2 meshes, animation.glb, notes.json

@@ -15,6 +15,7 @@ SMPL joints' global rotations after a constant offset per pair.
 import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES
+from jaxfit.body.rotation import axis_angle_to_matrix
 from jaxfit.data.trial import OPENSIM_TO_SMPL, SEGMENT_PAIRS
 
 PCK_THRESHOLDS_MM = (50, 100, 150)
@@ -104,20 +105,14 @@ TWIST_AXIS = {'pelvis': ('pelvis', 'spine1'), 'left_hip': ('left_hip', 'left_kne
               'left_wrist': ('left_wrist', 'left_hand'), 'right_wrist': ('right_wrist', 'right_hand')}
 
 
-def trial_segment_orientations(trial, rotations, rest_joints, num_frames):
-  """Per-segment orientation error of a fit against the trial's OpenSim bodies.
-
-  trial: a Trial with segment_names / segment_rotations [T,S,3,3] (or none);
-  rotations [T,24,3,3]: the fit's global joint rotations (SMPL world);
-  rest_joints [24,3] m: the fitted shape's rest joints (twist axes).
-  Returns {segment: stats} (`segment_orientation_metrics`, best constant
-  offset per pair removed) for the paired segments the trial has, or {}.
-  """
+def _trial_segments(trial, rotations, rest_joints, num_frames):
+  """(names [S], r_opensim [T,S,3,3], r_smpl [T,S,3,3], valid [T,S], twist
+  axes [S,3]) of the paired segments a trial has, or None."""
   if trial.segment_rotations is None:
-    return {}
+    return None
   names = [n for n in trial.segment_names if n in SEGMENT_PAIRS]
   if not names:
-    return {}
+    return None
   columns = [list(trial.segment_names).index(n) for n in names]
   joints = [SMPL_JOINT_NAMES.index(SEGMENT_PAIRS[n]) for n in names]
   axes = []
@@ -128,7 +123,65 @@ def trial_segment_orientations(trial, rotations, rest_joints, num_frames):
   r_os = np.asarray(trial.segment_rotations[:num_frames][:, columns], np.float64)
   r_smpl = np.asarray(rotations[:num_frames][:, joints], np.float64)
   valid = np.all(np.isfinite(r_os), axis=(-1, -2))
-  return segment_orientation_metrics(r_os, r_smpl, valid, np.asarray(axes), names)
+  return names, r_os, r_smpl, valid, np.asarray(axes)
+
+
+def trial_segment_orientations(trial, rotations, rest_joints, num_frames):
+  """Per-segment orientation error of a fit against the trial's OpenSim bodies.
+
+  trial: a Trial with segment_names / segment_rotations [T,S,3,3] (or none);
+  rotations [T,24,3,3]: the fit's global joint rotations (SMPL world);
+  rest_joints [24,3] m: the fitted shape's rest joints (twist axes).
+  Returns ({segment: stats} (`segment_orientation_metrics`, best constant
+  offset per pair removed), per-frame dict(names, total, swing, twist [T,S]
+  degrees, twist signed)) for the paired segments the trial has, or ({}, None).
+  """
+  inputs = _trial_segments(trial, rotations, rest_joints, num_frames)
+  if inputs is None:
+    return {}, None
+  names, r_os, r_smpl, valid, axes = inputs
+  stats = segment_orientation_metrics(r_os, r_smpl, valid, axes, names)
+  offsets = np.asarray([stats[n]['offset'] for n in names])
+  total, swing, twist, _ = segment_orientation_errors(r_os, r_smpl, valid, axes, offsets)
+  return stats, dict(names=names, total=total, swing=swing, twist=twist)
+
+
+# SMPL's hinge joints and their flexion axes in the rest (T-pose, palms down)
+# frame: the knees flex about the left-right axis (+X), the elbows about the
+# vertical (+Y). OpenSim's knee and elbow are hinges; the forearm's pronation,
+# which OpenSim puts in the radioulnar joint below the elbow, is in SMPL's
+# elbow rotation, about the forearm's long axis (+X at rest): it is removed
+# before the elbow is measured.
+HINGE_AXES = {'left_knee': (1.0, 0.0, 0.0), 'right_knee': (1.0, 0.0, 0.0),
+              'left_elbow': (0.0, 1.0, 0.0), 'right_elbow': (0.0, 1.0, 0.0)}
+PRONATION_AXES = {'left_elbow': (1.0, 0.0, 0.0), 'right_elbow': (1.0, 0.0, 0.0)}
+
+
+def _about_axis(axis, degrees):
+  """[...,3,3] rotations by `degrees` [...] about the unit `axis` [3] (Rodrigues)."""
+  k = np.asarray(axis, np.float64)
+  kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+  a = np.radians(np.asarray(degrees, np.float64))[..., None, None]
+  return np.eye(3) + np.sin(a) * kx + (1 - np.cos(a)) * (kx @ kx)
+
+
+def hinge_deviation(poses, joints=None):
+  """How far the SMPL knees and elbows leave their hinge: the angle (degrees)
+  of each joint's local rotation once the rotation about its flexion axis is
+  removed (and, for the elbows, first the pronation about the forearm axis).
+  poses [T,24,3] axis-angle rad. Returns {joint: dict(mean_deg, p95_deg,
+  flexion_range_deg)}."""
+  out = {}
+  for name in (HINGE_AXES if joints is None else joints):
+    local = np.asarray(axis_angle_to_matrix(np.asarray(poses, np.float32)[:, SMPL_JOINT_NAMES.index(name)]),
+                       np.float64)
+    if name in PRONATION_AXES:
+      _, _, pronation = swing_twist_deg(local[:, None], np.asarray([PRONATION_AXES[name]]))
+      local = local @ np.swapaxes(_about_axis(PRONATION_AXES[name], pronation[:, 0]), -1, -2)
+    _, swing, flexion = swing_twist_deg(local[:, None], np.asarray([HINGE_AXES[name]]))
+    out[name] = dict(mean_deg=float(np.mean(swing)), p95_deg=float(np.percentile(swing, 95)),
+                     flexion_range_deg=float(np.ptp(flexion)))
+  return out
 
 
 def trial_metrics(prep, result, fps, rest_joints=None) -> dict:
@@ -136,7 +189,8 @@ def trial_metrics(prep, result, fps, rest_joints=None) -> dict:
   comparable joints, no alignment), the fit residual (offset points, all mapped
   joints) beside it, the learned offsets with their warnings, and (rest_joints
   [24,3] given, the trial with OpenSim body rotations) the segment orientation
-  errors with the worst segment's twist."""
+  errors with the worst segment's twist. Returns (metrics, the per-frame
+  segment errors of `trial_segment_orientations` or None)."""
   names = prep.mapping.source_names
   index = np.asarray(prep.structure.smpl_index)
   n = prep.num_frames
@@ -172,16 +226,22 @@ def trial_metrics(prep, result, fps, rest_joints=None) -> dict:
   metrics['offset_warnings'] = warnings
   if 'shape_prior_weight' in result.losses:
     metrics['shape_prior_weight'] = result.losses['shape_prior_weight']
-  segments = ({} if rest_joints is None else
-              trial_segment_orientations(prep.trial, result.rotations, np.asarray(rest_joints), n))
+  segments, series = ({}, None) if rest_joints is None else trial_segment_orientations(
+      prep.trial, result.rotations, np.asarray(rest_joints), n)
   metrics['segment_orientation_deg'] = {k: {f: v for f, v in e.items() if f != 'offset'}
                                         for k, e in segments.items()}
   metrics['segment_frame_offsets'] = {k: e['offset'] for k, e in segments.items()}
+  # The constant frame offsets the fit used (rest poses, refined on the trial).
+  metrics['fitted_frame_offsets'] = {name: np.round(result.frame_offsets[s], 6).tolist()
+                                     for s, name in enumerate(prep.segment_names)}
+  fitted = set(prep.mapping.smpl_names)
+  metrics['hinge_deviation_deg'] = hinge_deviation(
+      result.poses, [j for j in HINGE_AXES if j in fitted])
   twists = {k: e['twist_p95_deg'] for k, e in segments.items() if e['twist_p95_deg'] is not None}
   worst = max(twists, key=twists.get) if twists else None
   metrics['worst_twist_segment'] = worst
   metrics['worst_twist_p95_deg'] = twists[worst] if worst else None
-  return metrics
+  return metrics, series
 
 
 # Segment orientations: OpenSim body rotations against the paired SMPL joints'

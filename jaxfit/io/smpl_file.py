@@ -1,4 +1,11 @@
-"""Loading SMPL-format body-model files (.pkl or .npz) without chumpy.
+"""Loading SMPL-family body-model files (.pkl or .npz) without chumpy.
+
+SMPL (24 joints), SMPL-H (52) and SMPL-X (55): the joints and their tree come
+from the file's kintree_table (jaxfit.body.family). Layouts: the official
+SMPL pickles and their npz copies; SMPL-H from the MANO site (SMPLH_*.pkl,
+with or without smplx's merged MANO hand keys) and AMASS's
+smplh/<gender>/model.npz (16 betas, no hand keys); SMPL-X
+SMPLX_<GENDER>.npz / .pkl (shapedirs = shape then expression columns).
 
 Official SMPL pickles (v1.0.0, v1.1.0) hold chumpy objects and a
 scipy.sparse J_regressor and were written by Python 2. A model pickle is
@@ -17,13 +24,18 @@ import zipfile
 
 import numpy as np
 
-from jaxfit.body.model import NUM_JOINTS, NUM_POSE_BLEND, BodyModel, make_body_model
+from jaxfit.body import family as fam
+from jaxfit.body.model import BodyModel, make_body_model
 from jaxfit.errors import ModelFileError
 from jaxfit.runtime.files import atomic_write
 
 REQUIRED_KEYS = ('v_template', 'shapedirs', 'J_regressor', 'weights',
                  'kintree_table', 'f')
+# Arrays read when present: pose correctives, the relaxed-hand means
+# (MANO-merged SMPL-H pkl, SMPL-X). And a gender key.
+OPTIONAL_ARRAYS = ('posedirs', 'hands_meanl', 'hands_meanr')
 GENDERS = ('neutral', 'male', 'female')
+FAMILY_LABEL = {'smpl': 'SMPL', 'smplh': 'SMPL-H', 'smplx': 'SMPL-X'}
 
 
 class _ChumpyPlaceholder:
@@ -169,11 +181,18 @@ def _read_npy_member(archive, name):
   return data[:count].reshape(shape, order='F' if fortran else 'C')
 
 
-def _read_npz(path):
+def _read_npz(path, wanted=None):
+  """{key: array} of an .npz; with `wanted`, only those members are read (the
+  others are listed with the value None: SMPL-X files hold pickled dicts and
+  landmark tables jaxfit never needs)."""
   try:
     with zipfile.ZipFile(path) as archive:
-      return {name[:-4] if name.endswith('.npy') else name: _read_npy_member(archive, name)
-              for name in archive.namelist()}
+      out = {}
+      for name in archive.namelist():
+        key = name[:-4] if name.endswith('.npy') else name
+        out[key] = (_read_npy_member(archive, name) if wanted is None or key in wanted
+                    else None)
+      return out
   except pickle.UnpicklingError as e:
     raise ModelFileError(path, f'unsafe or invalid object array: {e}') from None
   except Exception as e:
@@ -181,14 +200,18 @@ def _read_npz(path):
 
 
 def _gender_from(path, raw):
-  if 'gender' in raw:
-    g = str(np.asarray(raw['gender']).reshape(-1)[0]).lower()
+  if raw.get('gender') is not None:
+    g = np.asarray(raw['gender']).reshape(-1)[0]
+    g = (g.decode('latin1') if isinstance(g, bytes) else str(g)).lower()
     if g in GENDERS:
       return g
   base = os.path.basename(path).lower()
   for g in ('female', 'male', 'neutral'):  # 'female' before 'male'
     if g in base:
       return g
+  parent = os.path.basename(os.path.dirname(os.path.abspath(path))).lower()
+  if parent in GENDERS:   # AMASS: smplh/<gender>/model.npz
+    return parent
   if re.search(r'(^|_)f(_|$)', base):
     return 'female'
   if re.search(r'(^|_)m(_|$)', base):
@@ -196,11 +219,19 @@ def _gender_from(path, raw):
   return 'neutral'
 
 
-def load_body_model(path, num_betas=10, dtype=np.float32) -> BodyModel:
-  """Loads an SMPL-format model file (.pkl official layout, or .npz).
+def _model_name(path):
+  """The file name; AMASS's smplh/<gender>/model.npz keeps its folders."""
+  parts = os.path.abspath(path).split(os.sep)
+  return '/'.join(parts[-3:]) if parts[-1].lower() == 'model.npz' else parts[-1]
 
-  Keeps the first `num_betas` shape components (SMPL 1.1.0 files carry 300).
-  Raises ModelFileError naming the file and the problem for anything wrong.
+
+def load_body_model(path, num_betas=10, dtype=np.float32) -> BodyModel:
+  """Loads an SMPL, SMPL-H or SMPL-X model file (.pkl official layout, or .npz).
+
+  Keeps the first `num_betas` shape components (SMPL 1.1.0 files carry 300;
+  AMASS SMPL-H 16; SMPL-X: shape columns only, its expression columns go to
+  expr_dirs). Raises ModelFileError naming the file and the problem for
+  anything wrong.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -209,14 +240,15 @@ def load_body_model(path, num_betas=10, dtype=np.float32) -> BodyModel:
   if ext == '.pkl':
     raw = _read_pickle(path)
   elif ext == '.npz':
-    raw = _read_npz(path)
+    raw = _read_npz(path, REQUIRED_KEYS + OPTIONAL_ARRAYS + ('gender',))
   else:
     raise ModelFileError(path, f'unknown model file type {ext!r}; expected .pkl or .npz')
   missing = [k for k in REQUIRED_KEYS if k not in raw]
   if missing:
     raise ModelFileError(path, f'missing SMPL keys {missing}; found {sorted(raw)}')
   try:
-    arrays = {k: _to_array(raw[k]) for k in REQUIRED_KEYS + ('posedirs',) if k in raw}
+    arrays = {k: _to_array(raw[k]) for k in REQUIRED_KEYS + OPTIONAL_ARRAYS
+              if raw.get(k) is not None}
   except Exception as e:
     raise ModelFileError(path, f'could not read arrays: {e}') from None
   return _validated_model(path, arrays, num_betas, dtype, _gender_from(path, raw))
@@ -229,42 +261,68 @@ def _validated_model(path, a, num_betas, dtype, gender):
   if v_template.ndim != 2 or v_template.shape[1] != 3:
     raise bad(f'v_template must be [V,3], got {v_template.shape}')
   num_v = v_template.shape[0]
+  kintree = np.asarray(a['kintree_table']).astype(np.int64)
+  if kintree.ndim != 2 or kintree.shape[0] != 2:
+    raise bad(f'kintree_table must be [2,J], got {kintree.shape}')
+  num_j = kintree.shape[1]
+  try:
+    family = fam.family_of(num_j)
+  except ValueError as e:
+    raise bad(f'kintree_table: {e}') from None
+  parents = kintree[0].copy()
+  parents[0] = -1  # the root's entry is a sentinel (2^32-1 in official files)
+  if not np.array_equal(kintree[1], np.arange(num_j)) or np.any(
+      parents[1:] >= np.arange(1, num_j)) or np.any(parents[1:] < 0):
+    raise bad(f'kintree_table is not an {FAMILY_LABEL[family]} {num_j}-joint tree: '
+              f'parents {parents.tolist()}')
+  try:
+    fam.fit_joint_index(parents)
+  except ValueError as e:
+    raise bad(f'kintree_table: {e}') from None
   shapedirs = a['shapedirs']
   if shapedirs.ndim != 3 or shapedirs.shape[:2] != (num_v, 3):
     raise bad(f'shapedirs must be [{num_v},3,B], got {shapedirs.shape}')
-  if shapedirs.shape[2] < num_betas:
-    raise bad(f'num_betas={num_betas} but the file has only {shapedirs.shape[2]} shape components')
+  num_shape = shapedirs.shape[2]
+  expr_dirs = None
+  if family == 'smplx':   # shape columns first, expression after
+    num_shape = fam.smplx_shape_columns(shapedirs.shape[2])
+    expr_dirs = shapedirs[:, :, num_shape:]
+  if num_shape < num_betas:
+    raise bad(f'num_betas={num_betas} but the file has only {num_shape} shape components')
   shapedirs = shapedirs[:, :, :num_betas]
+  num_pose = 9 * (num_j - 1)
   posedirs = a.get('posedirs')
   if posedirs is None:
-    posedirs = np.zeros((num_v, 3, NUM_POSE_BLEND))
-  if posedirs.shape != (num_v, 3, NUM_POSE_BLEND):
-    raise bad(f'posedirs must be [{num_v},3,{NUM_POSE_BLEND}], got {posedirs.shape}')
+    posedirs = np.zeros((num_v, 3, num_pose))
+  if posedirs.shape != (num_v, 3, num_pose):
+    raise bad(f'posedirs must be [{num_v},3,{num_pose}] (9 x {num_j - 1} joints), '
+              f'got {posedirs.shape}')
   j_regressor = a['J_regressor']
-  if j_regressor.shape != (NUM_JOINTS, num_v):
-    raise bad(f'J_regressor must be [{NUM_JOINTS},{num_v}], got {j_regressor.shape}')
+  if j_regressor.shape != (num_j, num_v):
+    raise bad(f'J_regressor must be [{num_j},{num_v}], got {j_regressor.shape}')
   weights = a['weights']
-  if weights.shape != (num_v, NUM_JOINTS):
-    raise bad(f'weights must be [{num_v},{NUM_JOINTS}], got {weights.shape}')
-  kintree = np.asarray(a['kintree_table']).astype(np.int64)
-  if kintree.shape != (2, NUM_JOINTS):
-    raise bad(f'kintree_table must be [2,{NUM_JOINTS}], got {kintree.shape}')
-  parents = kintree[0].copy()
-  parents[0] = -1  # the root's entry is a sentinel (2^32-1 in official files)
-  if not np.array_equal(kintree[1], np.arange(NUM_JOINTS)) or np.any(
-      parents[1:] >= np.arange(1, NUM_JOINTS)) or np.any(parents[1:] < 0):
-    raise bad(f'kintree_table is not an SMPL 24-joint tree: parents {parents.tolist()}')
+  if weights.shape != (num_v, num_j):
+    raise bad(f'weights must be [{num_v},{num_j}], got {weights.shape}')
   faces = np.asarray(a['f']).astype(np.int64)
   if faces.ndim != 2 or faces.shape[1] != 3 or (faces.size and (faces.min() < 0 or faces.max() >= num_v)):
     raise bad(f'f must be [F,3] vertex indices < {num_v}')
+  means = []
+  for key in ('hands_meanl', 'hands_meanr'):
+    mean = a.get(key) if family != 'smpl' else None
+    if mean is not None and mean.size != 45:
+      raise bad(f'{key} must hold 45 values (15 joints x 3), got shape {mean.shape}')
+    means.append(mean)
   for name, arr in (('v_template', v_template), ('shapedirs', shapedirs),
-                    ('J_regressor', j_regressor), ('weights', weights)):
-    if not np.all(np.isfinite(arr)):
+                    ('J_regressor', j_regressor), ('weights', weights), ('posedirs', posedirs),
+                    ('hands_meanl', means[0]), ('hands_meanr', means[1])):
+    if arr is not None and not np.all(np.isfinite(arr)):
       raise bad(f'{name} holds NaN or infinite values')
+  rest_pose = None if family == 'smpl' else fam.neutral_pose(family, num_j, *means)
   return make_body_model(
       v_template, shapedirs, posedirs, j_regressor, weights, faces,
-      parents=tuple(int(p) for p in parents), gender=gender,
-      name=os.path.basename(path), dtype=dtype)
+      parents=tuple(int(p) for p in parents), joint_names=fam.JOINT_NAMES[family],
+      gender=gender, name=_model_name(path), dtype=dtype, family=family,
+      rest_pose=rest_pose, expr_dirs=expr_dirs)
 
 
 def save_body_model_npz(path, arrays):

@@ -6,10 +6,15 @@ Per trial, in `<subject>/<trial>/report/`:
   per_joint_mpjpe.png    error of every mapped joint (fitted points and raw SMPL joints);
   error_over_time.png    per-frame MPJPE, foot-contact phases shaded;
   trajectories.png       ankles, knees, wrists: AddBiomechanics input vs fit, per axis;
+  segment_orientation.png  twist and swing of every paired segment against its OpenSim
+                         body over time (files with segment rotations);
   skeleton.gif           side and front views at real speed (first seconds of the trial):
                          input joints and the fitted SMPL skeleton in two colours;
   contact_sheet.png      a few frames of the side view;
-  mesh_frame_NNNNN.obj   the fitted SMPL surface (pose correctives included) at chosen frames;
+  body.png               the fitted surface, shaded, at a few frames, side and front, beside
+                         the skeleton views (with the body model the fit used);
+  mesh_frame_NNNNN.obj   the fitted SMPL surface (pose correctives included) at chosen frames
+                         (SMPL-H / SMPL-X: the full model, hands / jaw / eyes in their neutral pose);
   animation.glb          the whole trial as a skinned glTF 2.0 animation (shape baked in,
                          linear blend skinning without pose correctives): Blender, three.js,
                          any glTF viewer.
@@ -26,14 +31,16 @@ from typing import Dict, List, Optional
 from absl import logging
 
 from jaxfit.demo.body_model import demo_body_path
+from jaxfit.demo.builtin import builtin_body_path
 from jaxfit.errors import JaxfitInputError
 from jaxfit.io.outputs import find_trial_dirs, load_trial, read_summary
 from jaxfit.io.smpl_file import load_body_model
 from jaxfit.report.animation import contact_sheet, render_animation
 from jaxfit.report.html import write_index, write_subject_report
-from jaxfit.report.meshes import write_glb, write_meshes
+from jaxfit.report.meshes import body_views, write_glb, write_meshes
 from jaxfit.report.options import IMAGES, ReportError, ReportOptions
-from jaxfit.report.plots import plot_error_over_time, plot_per_joint, plot_trajectories
+from jaxfit.report.plots import (plot_error_over_time, plot_per_joint, plot_segment_orientations,
+                                 plot_trajectories)
 from jaxfit.runtime.files import atomic_write, file_sha256
 
 
@@ -44,13 +51,15 @@ def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
   out = os.path.join(trial_dir, 'report')
   os.makedirs(out, exist_ok=True)
   for name in os.listdir(out):   # meshes of an earlier report may be of other frames
-    if name.startswith('mesh_frame_'):
+    if name.startswith('mesh_frame_') or name == IMAGES[5]:
       os.remove(os.path.join(out, name))
   plot_per_joint(trial, os.path.join(out, IMAGES[0]))
   plot_error_over_time(trial, os.path.join(out, IMAGES[1]))
   plot_trajectories(trial, os.path.join(out, IMAGES[2]))
   render_animation(trial, os.path.join(out, IMAGES[3]), options)
   contact_sheet(trial, os.path.join(out, IMAGES[4]))
+  if 'segment_twist_deg' in trial['joints']:
+    plot_segment_orientations(trial, os.path.join(out, 'segment_orientation.png'))
   notes = []
   fitted_with = str(trial['params'].get('model_sha256', ''))
   if model is None:
@@ -59,6 +68,7 @@ def render_trial(trial_dir, model, model_sha256, options: ReportOptions):
     notes.append(f'no meshes: fitted with body model {fitted_with[:12]}..., '
                  f'not the given {model_sha256[:12]}...')
   else:
+    body_views(model, trial, os.path.join(out, IMAGES[5]))
     if options.mesh_frames:
       write_meshes(model, trial, out, options.mesh_frames)
     if options.glb:
@@ -91,9 +101,11 @@ def _model_for(output_dir, trial_dirs, model_path):
       config = os.path.join(d, 'config.json')
       if os.path.isfile(config):
         with open(config, encoding='utf-8') as f:
-          model_path = json.load(f).get('model_path', '')
+          config = json.load(f)
+        model_path = config.get('model_path', '')
         if not model_path:
-          model_path = demo_body_path()
+          body = config.get('body', 'demo')
+          model_path = demo_body_path() if body == 'demo' else builtin_body_path(body)
         break
   if not model_path or not os.path.isfile(model_path):
     return None, ''

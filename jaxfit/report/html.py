@@ -40,6 +40,8 @@ def _trial_section(trial, images, meshes, subject_dir):
           ('fit residual mm (joints + offsets, all mapped)', m.get('fit_residual_mm')),
           ('PCK@50 / 100 / 150 mm', ' / '.join(_fmt(m.get(f'pck_{k}mm'), 3) for k in (50, 100, 150))),
           ('max |beta|', m.get('max_abs_beta')),
+          ('worst segment twist p95 deg', f'{_fmt(m.get("worst_twist_p95_deg"))} '
+                                           f'({m.get("worst_twist_segment") or "-"})'),
           ('jitter fit / input mm/frame^3', f'{_fmt(m.get("jitter_fit_mm_per_frame3"))} / '
                                             f'{_fmt(m.get("jitter_target_mm_per_frame3"))}'),
           ('contact source', m.get('contact_source')), ('joint centres', m.get('joint_centre_source')),
@@ -48,6 +50,8 @@ def _trial_section(trial, images, meshes, subject_dir):
   parts = [f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>']
   if m.get('warning'):
     parts.append(f'<p class="bad">{html.escape(m["warning"])}</p>')
+  if m.get('note'):
+    parts.append(f'<p>{html.escape(m["note"])}</p>')
   parts.append('<table>' + ''.join(f'<tr><td class="l">{html.escape(k)}</td><td>{_fmt(v)}</td></tr>'
                                    for k, v in rows) + '</table>')
   parts.append('<p>Time (s): ' + ', '.join(f'{html.escape(k)} {_fmt(v)}' for k, v in times.items())
@@ -57,7 +61,8 @@ def _trial_section(trial, images, meshes, subject_dir):
                  + ', '.join(f'{html.escape(k)} {v}' for k, v in m['offsets_mm'].items()) + '</p>')
   for warning in m.get('offset_warnings', ()):
     parts.append(f'<p class="bad">{html.escape(warning)}</p>')
-  for key in ('per_joint_mpjpe', 'error_over_time', 'trajectories', 'skeleton', 'contact_sheet'):
+  for key in ('per_joint_mpjpe', 'error_over_time', 'trajectories', 'segment_orientation',
+              'skeleton', 'body', 'contact_sheet'):
     if key in images:
       parts.append(f'<img alt="{key}" src="{_embed(images[key])}">')
   if meshes:

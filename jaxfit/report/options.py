@@ -6,7 +6,7 @@ from jaxfit.errors import check
 
 # The images of <trial>/report/, in the order the subject page shows them.
 IMAGES = ('per_joint_mpjpe.png', 'error_over_time.png', 'trajectories.png', 'skeleton.gif',
-          'contact_sheet.png')
+          'contact_sheet.png', 'body.png', 'segment_orientation.png')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,6 +109,33 @@ def plot_error_over_time(trial, path):
   return _save(fig, path)
 
 
+def plot_segment_orientations(trial, path):
+  """Twist (about each segment's long axis) and swing of every paired
+  segment against its OpenSim body over time, the best constant offset removed."""
+  plt = _plt()
+  j, m = trial['joints'], trial['metrics']
+  fps = float(j['fps'])
+  names = [str(n) for n in j['segment_names']]
+  t = np.arange(len(j['segment_twist_deg'])) / fps
+  fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), dpi=100, sharex=True)
+  for ax, key, label in ((axes[0], 'segment_twist_deg', 'twist (deg)'),
+                         (axes[1], 'segment_swing_deg', 'swing (deg)')):
+    _shade_contact(ax, j['contact'], fps)
+    for s, name in enumerate(names):
+      ax.plot(t, j[key][:, s], lw=0.8, label=name)
+    ax.set_ylabel(label)
+  axes[0].axhline(0, color='k', lw=0.5)
+  axes[1].set_xlabel('time (s)')
+  axes[1].set_xlim(0, max(t[-1], 1e-3))
+  worst = m.get('worst_twist_segment')
+  axes[0].set_title('Segment orientation vs the OpenSim bodies' + (
+      f' (worst twist p95: {worst} {m.get("worst_twist_p95_deg", 0):.1f} deg)' if worst else ''),
+      fontsize=10)
+  axes[0].legend(fontsize=6, ncol=4, loc='upper right')
+  fig.tight_layout()
+  return _save(fig, path)
+
+
 def plot_trajectories(trial, path):
   plt = _plt()
   j = trial['joints']

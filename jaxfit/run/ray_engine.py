@@ -28,7 +28,7 @@ _WORKER_STATE = {}
 def _fit_input_task(plan, settings: Settings, config_dict, config_sha, verbosity):
   """Runs in a Ray worker: the local engine's fit_input on one input."""
   logging.set_verbosity(verbosity)
-  key = (settings.model_path, settings.num_betas, settings.fit.dtype,
+  key = (settings.model_path, settings.body, settings.num_betas, settings.fit.dtype,
          settings.compilation_cache_dir)
   if _WORKER_STATE.get('key') != key:
     configure_jax(settings.fit.dtype, settings.compilation_cache_dir)

@@ -16,33 +16,39 @@ import numpy as np
 from absl import logging
 
 from jaxfit.data.prepare import prepare_trial
-from jaxfit.demo.body_model import ensure_demo_body
+from jaxfit.body.model import joint_model
+from jaxfit.demo.builtin import builtin_body_path
 from jaxfit.demo.subject import ensure_demo_subject
 from jaxfit.errors import JaxfitInputError
 from jaxfit.fit.pipeline import fit_trial
 from jaxfit.io.motion import find_motion_files, read_trials
-from jaxfit.io.outputs import complete_metrics, metrics_json, summary_row, trial_dir, write_fit
+from jaxfit.io.outputs import (MAX_PLAUSIBLE_BETA, complete_metrics, metrics_json, summary_row,
+                               trial_dir, write_fit)
 from jaxfit.io.smpl_file import load_body_model
 from jaxfit.run.config import Settings
 from jaxfit.runtime.files import file_sha256
 from jaxfit.version import __version__
 
-MAX_PLAUSIBLE_BETA = 3.0  # SMPL betas are standard-normal: beyond 3 the mesh is a monster
-
-
-def load_model(model_path='', num_betas=10, dtype='float32'):
-  """The SMPL file at model_path, or ('') the generated demo body. Returns
-  (model, info); info: name, sha256, path, and is_demo_body (True: not SMPL
-  parameters)."""
-  path = model_path or ensure_demo_body()
+def load_model(model_path='', body='open', num_betas=10, dtype='float32'):
+  """The SMPL-family file at model_path, or ('') the built-in `body` ('open',
+  'open_male', 'open_female': the jaxfit open body; 'demo': the generated
+  mannequin; neither is SMPL). Returns (model, info); info: name, sha256,
+  path, kind ('smpl_file', 'demo', 'open') and is_demo_body."""
+  path = model_path or builtin_body_path(body)
   model = load_body_model(path, num_betas, np.float64 if dtype == 'float64' else np.float32)
+  kind = 'smpl_file' if model_path else ('demo' if body == 'demo' else 'open')
   return model, dict(name=model.name, sha256=file_sha256(path), path=os.path.abspath(path),
-                     is_demo_body=not model_path)
+                     kind=kind, is_demo_body=kind == 'demo')
+
+
+def model_file(settings: Settings) -> str:
+  """The body model file a run uses: model_path, else the built-in `body`."""
+  return settings.model_path or builtin_body_path(settings.body)
 
 
 def settings_model(settings: Settings):
   """load_model for a run's settings."""
-  return load_model(settings.model_path, settings.num_betas, settings.fit.dtype)
+  return load_model(settings.model_path, settings.body, settings.num_betas, settings.fit.dtype)
 
 
 def find_inputs(settings: Settings) -> List[str]:
@@ -67,7 +73,7 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   metrics.json, so a later run can tell the outputs are complete and current.
   """
   label = f'{trial.subject}/{trial.name}'
-  prep = prepare_trial(trial, settings.prepare, model.parents)
+  prep = prepare_trial(trial, settings.prepare, joint_model(model).parents)
   if prep.mapping.ignored:
     logging.info('%s: joints not fitted (no SMPL counterpart): %s', label,
                  ', '.join(prep.mapping.ignored))
@@ -80,19 +86,21 @@ def fit_and_write(trial, settings: Settings, model, model_info, config_dict,
   result = fit_trial(model, prep, settings.fit,
                      lambda stage: logging.vlog(1, '  %s stage %s', label, stage))
   wall = time.perf_counter() - t0
-  rest_joints = np.asarray(model.J_template, np.float64) + np.einsum(
-      'jcb,b->jc', np.asarray(model.J_shapedirs, np.float64), np.asarray(result.betas, np.float64))
-  metrics = metrics_json(trial, prep, result, model_info, settings.fit.variant, provenance,
-                         rest_joints)
+  metrics, extras = metrics_json(trial, prep, result, model, model_info, settings.fit.variant,
+                                 provenance, settings.fit.shape.beta_bound)
   for warning in metrics['offset_warnings']:
     logging.warning('%s: %s', label, warning)
   metrics['time_s']['wall'] = round(wall, 4)
-  if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA:
+  if metrics['max_abs_beta'] > MAX_PLAUSIBLE_BETA * (1 + 1e-4):
     logging.warning('%s: max |beta| = %.1f > %g: an implausible body shape (betas are '
                     'standard-normal); check the joint mapping and the model file', label,
                     metrics['max_abs_beta'], MAX_PLAUSIBLE_BETA)
+  elif metrics['betas_at_bound']:
+    logging.warning('%s: betas %s at their bound +-%g: the body model\'s shape space does not '
+                    'reach this subject (the fit is the best body within it)', label,
+                    metrics['betas_at_bound'], settings.fit.shape.beta_bound)
   out = trial_dir(settings.output_dir, trial.subject, trial.name)
-  write_fit(out, trial, prep, result, model, model_info, metrics, config_dict)
+  write_fit(out, trial, prep, result, model, model_info, metrics, config_dict, extras)
   logging.info('%s: MPJPE %.1f mm, PA-MPJPE %.1f mm, PCK@50 %.3f (raw SMPL joints, %d comparable '
                'joints), fit residual %.1f mm, %d frames, %.2f s (+%.1f s compile) -> %s', label,
                metrics['mpjpe_mm'], metrics['pa_mpjpe_mm'], metrics['pck_50mm'],
