@@ -8,9 +8,13 @@ shape-space variant, and optionally a user's SMPL file), one run fits:
   baseline: plain Adam (optax) on betas = 3 tanh(u) (so |beta| <= 3), every
             frame's pose and translation, a position loss on ONLY the comparable
             joints (see COMPARABLE_JOINTS), no priors, a decaying learning rate,
+            then L-BFGS on the same loss to finish the descent (Adam alone
+            crawls along the shape-pose valley: 1% per 1000 steps after 4000),
             several restarts (u = 0, u from jaxfit's closed-form shape, random u),
             the best final loss kept. Each restart starts from jaxfit's
             closed-form root orientation (`root_initialisation`) for its betas.
+            Every restart's convergence is recorded (Adam's last-1000-step and
+            L-BFGS's last-50-iteration loss drop).
 
 Both are scored the user's way, computed here from the fitted SMPL joints
 (`FitResult.joints`, not jaxfit's offset points and not its metric keys):
@@ -24,17 +28,19 @@ targets) and its learned offsets per joint (norms, mm). On generated truth,
 also the MPJPE of all 24 joints against the noiseless truth and the beta error.
 
   python benchmarks/real_data.py [--models=demo,variant] [--model_path=my_smpl.pkl]
-      [--trials=DJ1,smpl_truth] [--max_frames=0] [--baseline_steps=4000] [--restarts=3]
-      [--out=benchmarks/REAL_DATA.md]
+      [--trials=DJ1,smpl_truth] [--max_frames=0] [--baseline_steps=4000] [--polish_steps=500]
+      [--restarts=3] [--out=benchmarks/REAL_DATA.md]
 """
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -118,13 +124,18 @@ def comparable_columns(prep):
           if name in COMPARABLE_JOINTS and prep.valid[:, m].any()]
 
 
-def score(joints, prep, columns):
-  """The user's metrics of SMPL joints [T,24,3] (SMPL frame) over `columns`."""
+def score(joints, prep, columns, targets=None):
+  """The user's metrics of SMPL joints [T,24,3] (SMPL frame) over `columns`,
+  against the trial's targets (or `targets` [T,M,3], all valid: the truth)."""
   n = prep.num_frames
   idx = np.asarray(prep.structure.smpl_index)[columns]
   pred = np.asarray(joints, np.float64)[:n][:, idx]
-  target = np.asarray(prep.targets, np.float64)[:n, columns]
-  valid = np.asarray(prep.valid, bool)[:, columns]
+  if targets is None:
+    target = np.asarray(prep.targets, np.float64)[:n, columns]
+    valid = np.asarray(prep.valid, bool)[:, columns]
+  else:
+    target = np.asarray(targets, np.float64)[:n, columns]
+    valid = np.ones(target.shape[:2], bool)
   err = np.linalg.norm(pred - target, axis=-1) * 1000.0
   aligned = procrustes_aligned(pred, target, valid)
   enough = valid & (valid.sum(1) >= 3)[:, None]
@@ -145,16 +156,21 @@ def fit_residual_mm(points, prep):
   return float(err[used].mean())
 
 
-def truth_scores(joints, betas, truth, model, mapped_smpl):
-  """All 24 joints (and the mapped ones) against the noiseless truth, and the shape error."""
+def truth_scores(joints, betas, truth, model, prep, columns):
+  """Against the noiseless truth: the comparable joints (MPJPE, PA-MPJPE), all
+  24 joints and the mapped ones (MPJPE), and the shape error."""
   n = len(joints)
+  mapped_smpl = prep.structure.smpl_index
+  clean = truth['clean'][:, [truth['names'].index(nm) for nm in prep.mapping.source_names]]
+  vs_truth = score(joints, prep, columns, clean)
   err = np.linalg.norm(np.asarray(joints, np.float64) - truth['joints'][:n], axis=-1) * 1000.0
   mapped = sorted(set(mapped_smpl))
   jm = joint_model(model)
   d_beta = np.asarray(betas, np.float64) - truth['betas']
   rest = lambda b: np.asarray(shaped_joints(jm, jnp.asarray(b, jnp.float32)), np.float64)
   rest_err = np.linalg.norm(rest(betas) - rest(truth['betas']), axis=-1) * 1000.0
-  return dict(mpjpe_all24_vs_truth_mm=float(err.mean()),
+  return dict(mpjpe_vs_truth_mm=vs_truth['mpjpe_mm'], pa_mpjpe_vs_truth_mm=vs_truth['pa_mpjpe_mm'],
+              mpjpe_all24_vs_truth_mm=float(err.mean()),
               mpjpe_mapped_vs_truth_mm=float(err[:, mapped].mean()),
               per_joint_vs_truth_mm={SMPL_JOINT_NAMES[k]: round(float(err[:, k].mean()), 2) for k in range(24)},
               beta_error_max=float(np.abs(d_beta).max()),
@@ -166,6 +182,61 @@ def truth_scores(joints, betas, truth, model, mapped_smpl):
 
 def _arctanh_start(betas):
   return np.arctanh(np.clip(np.asarray(betas, np.float64) / BETA_BOUND, -0.95, 0.95))
+
+
+def _betas_of(u):
+  return BETA_BOUND * jnp.tanh(u)
+
+
+@functools.lru_cache(maxsize=None)
+def _baseline_programs(parents, idx, chunk, polish_chunk, total, lr, final_lr_ratio):
+  """The baseline's compiled programs, shared by every trial (and body) with the
+  same comparable joints and padded length. data = (JointModel, target [T,C,3],
+  weight [T,C])."""
+  def fk(jm, betas, poses, trans):
+    jm = type(jm)(jm.J_template, jm.J_shapedirs, parents)
+    return jax.vmap(lambda p, t: forward_kinematics(jm, betas, p, t)[0])(poses, trans)
+
+  def predict(p, data):
+    return fk(data[0], _betas_of(p['u']), p['poses'], p['trans'])[:, np.asarray(idx)]
+
+  def loss(p, data):   # mm^2
+    _, target, weight = data
+    return 1e6 * jnp.sum(weight[..., None] * (predict(p, data) - target) ** 2) / jnp.sum(weight)
+
+  schedule = optax.exponential_decay(lr, transition_steps=total, decay_rate=final_lr_ratio)
+  adam = optax.adam(schedule)
+  lbfgs = optax.lbfgs()
+
+  def adam_chunk(p, s, data):
+    def step(carry, _):
+      p, s = carry
+      g = jax.grad(loss)(p, data)
+      u, s = adam.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+    (p, s), _ = jax.lax.scan(step, (p, s), None, length=chunk)
+    return p, s
+
+  def lbfgs_chunk(p, s, data):
+    f = lambda q: loss(q, data)
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    def step(carry, _):
+      p, s = carry
+      value, grad = value_and_grad(p, state=s)
+      u, s = lbfgs.update(grad, s, p, value=value, grad=grad, value_fn=f)
+      return (optax.apply_updates(p, u), s), None
+    (p, s), _ = jax.lax.scan(step, (p, s), None, length=polish_chunk)
+    return p, s
+
+  def evaluate(p, data):
+    weight = data[2]
+    err = jnp.linalg.norm(predict(p, data) - data[1], axis=-1)
+    return loss(p, data), 1000.0 * jnp.sum(weight * err) / jnp.sum(weight)
+
+  return types.SimpleNamespace(
+      adam=adam, lbfgs=lbfgs, adam_chunk=jax.jit(adam_chunk), lbfgs_chunk=jax.jit(lbfgs_chunk),
+      evaluate=jax.jit(evaluate), joints=jax.jit(fk))
 
 
 def baseline_fit(model, prep, columns, steps, restarts, polish_steps=BASELINE_POLISH_STEPS,
@@ -187,50 +258,18 @@ def baseline_fit(model, prep, columns, steps, restarts, polish_steps=BASELINE_PO
   """
   jm = joint_model(model)
   n = prep.num_frames
+  t_pad = prep.targets.shape[0]   # padded frames weigh 0: trials of one length bucket share programs
   smpl_index = tuple(prep.structure.smpl_index)
-  idx = np.asarray(smpl_index)[columns]
-  target = jnp.asarray(prep.targets[:n, columns], jnp.float32)
-  weight = jnp.asarray(prep.valid[:, columns], jnp.float32)
-  fk = jax.vmap(lambda b, p, t: forward_kinematics(jm, b, p, t)[0], in_axes=(None, 0, 0))
-  betas_of = lambda u: BETA_BOUND * jnp.tanh(u)
-  predict = lambda p: fk(betas_of(p['u']), p['poses'], p['trans'])[:, idx]
-
-  def loss(p):   # mm^2
-    return 1e6 * jnp.sum(weight[..., None] * (predict(p) - target) ** 2) / jnp.sum(weight)
-
+  idx = tuple(int(i) for i in np.asarray(smpl_index)[columns])
+  weight = np.zeros((t_pad, len(columns)), np.float32)
+  weight[:n] = prep.valid[:, columns]
+  data = (jm, jnp.asarray(prep.targets[:, columns], jnp.float32), jnp.asarray(weight))
   chunk = max(1, min(chunk, steps))
   polish_chunk = max(1, min(polish_chunk, polish_steps))
   num_chunks = -(-steps // chunk)
-  total = num_chunks * chunk
-  schedule = optax.exponential_decay(lr, transition_steps=total, decay_rate=final_lr_ratio)
-  adam = optax.adam(schedule)
-  lbfgs = optax.lbfgs()
-  lbfgs_value_and_grad = optax.value_and_grad_from_state(loss)
-
-  @jax.jit
-  def adam_chunk(p, s):
-    def step(carry, _):
-      p, s = carry
-      g = jax.grad(loss)(p)
-      u, s = adam.update(g, s, p)
-      return (optax.apply_updates(p, u), s), None
-    (p, s), _ = jax.lax.scan(step, (p, s), None, length=chunk)
-    return p, s
-
-  @jax.jit
-  def lbfgs_chunk(p, s):
-    def step(carry, _):
-      p, s = carry
-      value, grad = lbfgs_value_and_grad(p, state=s)
-      u, s = lbfgs.update(grad, s, p, value=value, grad=grad, value_fn=loss)
-      return (optax.apply_updates(p, u), s), None
-    (p, s), _ = jax.lax.scan(step, (p, s), None, length=polish_chunk)
-    return p, s
-
-  @jax.jit
-  def evaluate(p):
-    err = jnp.linalg.norm(predict(p) - target, axis=-1)
-    return loss(p), 1000.0 * jnp.sum(weight * err) / jnp.sum(weight)
+  prog = _baseline_programs(tuple(jm.parents), idx, chunk, polish_chunk, num_chunks * chunk,
+                            float(lr), float(final_lr_ratio))
+  betas_of = _betas_of
 
   pairs = rigid_pairs(smpl_index, jm.parents)
   distances, pair_weight = target_distances(prep, pairs)
@@ -250,8 +289,8 @@ def baseline_fit(model, prep, columns, steps, restarts, polish_steps=BASELINE_PO
 
   def run_phase(p, s, run, chunk_steps, num, history, offset):
     for c in range(num):
-      p, s = run(p, s)
-      value, mpjpe = (float(v) for v in evaluate(p))
+      p, s = run(p, s, data)
+      value, mpjpe = (float(v) for v in prog.evaluate(p, data))
       history.append((offset + (c + 1) * chunk_steps, value, mpjpe))
       previous = history[-2][1]
       if not np.isfinite(value) or abs(previous - value) <= rel_tol * max(abs(value), 1e-30):
@@ -262,32 +301,32 @@ def baseline_fit(model, prep, columns, steps, restarts, polish_steps=BASELINE_PO
     before = [h for h in history if h[0] <= end - length] or history[:1]
     return before[-1]
 
-  filled = jnp.asarray(prep.filled[:n], jnp.float32)
-  init_weight = jnp.asarray(prep.init_weight[:n], jnp.float32)
+  filled = jnp.asarray(prep.filled, jnp.float32)
+  init_weight = jnp.asarray(prep.init_weight, jnp.float32)
   records, best = [], None
   t0 = time.perf_counter()
   for kind, u0 in starts:
     t_restart = time.perf_counter()
     u0 = jnp.asarray(u0, jnp.float32)
     rot, trans = root_initialisation_jit(jm, betas_of(u0), filled, init_weight, smpl_index=smpl_index)
-    poses = jnp.broadcast_to(jnp.asarray(REST_POSE, jnp.float32), (n, 24, 3))
+    poses = jnp.broadcast_to(jnp.asarray(REST_POSE, jnp.float32), (t_pad, 24, 3))
     poses = poses.at[:, 0].set(matrix_to_axis_angle(rot))
     p = dict(u=u0, poses=poses, trans=trans)
-    value, mpjpe = (float(v) for v in evaluate(p))
+    value, mpjpe = (float(v) for v in prog.evaluate(p, data))
     history = [(0, value, mpjpe)]
-    p, adam_done = run_phase(p, adam.init(p), adam_chunk, chunk, num_chunks, history, 0)
+    p, adam_done = run_phase(p, prog.adam.init(p), prog.adam_chunk, chunk, num_chunks, history, 0)
     adam_loss, adam_mpjpe = history[-1][1], history[-1][2]
     ref = window(history, adam_done)
     polish, reverted = [], False
     if polish_steps > 0:
       polish = [history[-1]]
       p_adam = p
-      p, _ = run_phase(p, lbfgs.init(p), lbfgs_chunk, polish_chunk,
+      p, _ = run_phase(p, prog.lbfgs.init(p), prog.lbfgs_chunk, polish_chunk,
                        -(-polish_steps // polish_chunk), polish, adam_done)
       history += polish[1:]
       if not np.isfinite(polish[-1][1]) or polish[-1][1] > adam_loss:   # never worse than Adam
         p, reverted = p_adam, True
-    value, mpjpe = (float(v) for v in evaluate(p))
+    value, mpjpe = (float(v) for v in prog.evaluate(p, data))
     betas = np.asarray(betas_of(p['u']))
     record = dict(start=kind, adam_steps=adam_done, polish_steps=history[-1][0] - adam_done,
                   loss_mm2=value, mpjpe_mm=mpjpe,
@@ -309,7 +348,7 @@ def baseline_fit(model, prep, columns, steps, restarts, polish_steps=BASELINE_PO
     if best is None or value < best[0]:
       best = (value, p, betas, kind)
   _, p, betas, kind = best
-  joints = np.asarray(fk(betas_of(p['u']), p['poses'], p['trans']))
+  joints = np.asarray(prog.joints(jm, betas_of(p['u']), p['poses'], p['trans']))[:n]
   return dict(joints=joints, betas=betas, best_start=kind, restarts=records,
               time_s=time.perf_counter() - t0)
 
@@ -341,10 +380,12 @@ def evaluate(body, model, trial, settings, args, truth=None):
                   best_start=base['best_start'], restarts=base['restarts'],
                   time_s=base['time_s'])
   if truth is not None:
-    mapped = prep.structure.smpl_index
-    jax_row.update(truth_scores(result.joints, result.betas, truth, model, mapped))
-    base_row.update(truth_scores(base['joints'], base['betas'], truth, model, mapped))
-  beats = jax_row['mpjpe_mm'] <= base_row['mpjpe_mm'] + VERDICT_TOL_MM
+    jax_row.update(truth_scores(result.joints, result.betas, truth, model, prep, columns))
+    base_row.update(truth_scores(base['joints'], base['betas'], truth, model, prep, columns))
+  # On generated truth the figure that counts is the error against the truth
+  # (a fit that follows noisy targets more closely is not better).
+  key = 'mpjpe_mm' if truth is None else 'mpjpe_vs_truth_mm'
+  beats = jax_row[key] <= base_row[key] + VERDICT_TOL_MM
   bounded = jax_row['max_abs_beta'] <= BETA_BOUND + 1e-6
   failures = [w for w, ok in (('MPJPE', beats), ('|beta|', bounded)) if not ok]
   row = dict(body=body, trial=f'{trial.subject}/{trial.name}', frames=n,
@@ -358,7 +399,10 @@ def evaluate(body, model, trial, settings, args, truth=None):
   j, b = jax_row, base_row
   print(f"{body:8s} {row['trial']:50s} {n:5d} fr | jaxfit MPJPE {j['mpjpe_mm']:6.2f} PA {j['pa_mpjpe_mm']:6.2f} "
         f"|b| {j['max_abs_beta']:4.2f} resid {j['fit_residual_mm']:5.2f} | baseline MPJPE {b['mpjpe_mm']:6.2f} "
-        f"PA {b['pa_mpjpe_mm']:6.2f} |b| {b['max_abs_beta']:4.2f} ({b['best_start']}) | {row['verdict']}",
+        f"PA {b['pa_mpjpe_mm']:6.2f} |b| {b['max_abs_beta']:4.2f} ({b['best_start']}) | {row['verdict']}"
+        + ('' if truth is None else f" | vs truth: jaxfit {j['mpjpe_vs_truth_mm']:.2f}, baseline "
+           f"{b['mpjpe_vs_truth_mm']:.2f}; 24 joints {j['mpjpe_all24_vs_truth_mm']:.2f} / "
+           f"{b['mpjpe_all24_vs_truth_mm']:.2f}; beta err {j['beta_error_max']:.3f} / {b['beta_error_max']:.3f}"),
         flush=True)
   return row
 
@@ -403,10 +447,12 @@ def render(rows, meta):
            f"then {meta['polish_steps']} iterations of L-BFGS (optax.lbfgs) on the same loss and parameters, "
            'from jaxfit\'s closed-form root orientation; restarts from u = 0, from jaxfit\'s closed-form '
            'shape and from random u, the best final loss kept (convergence per restart below).',
-           f'- **verdict**: yes when jaxfit\'s MPJPE <= the baseline\'s (+{VERDICT_TOL_MM} mm) and its '
-           'max |beta| <= 3; otherwise what failed.',
+           f'- **verdict**: yes when jaxfit\'s MPJPE (on generated truth: MPJPE vs truth) <= the baseline\'s '
+           f'(+{VERDICT_TOL_MM} mm) and its max |beta| <= 3; otherwise what failed.',
            '- On generated truth (SMPL joints of a known body and gait, optionally with Gaussian noise on '
-           'the targets): **MPJPE 24 vs truth** is all 24 SMPL joints against the noiseless truth '
+           'the targets): **MPJPE vs truth** (the lead figure, and the verdict\'s) is the MPJPE over the '
+           'comparable joints against the noiseless truth instead of the (noisy) targets, which a fit can '
+           'overfit; **MPJPE** is against the targets as on real data; **MPJPE 24 vs truth** is all 24 SMPL joints against the noiseless truth '
            '(the joints no target constrains, head, hands, collars, upper spine, follow the truth only as '
            'far as the shape and the observed joints fix them; the baseline fits only the comparable joints, '
            'so its pelvis, spine and feet are unconstrained too); **mapped vs truth**: the same over the '
@@ -431,19 +477,21 @@ def render(rows, meta):
     lines.append('')
   if truth:
     lines += ['## Generated SMPL truth', '',
-              '| body | trial | frames | jaxfit MPJPE | baseline MPJPE | jaxfit MPJPE 24 vs truth | '
-              'baseline MPJPE 24 vs truth | jaxfit MPJPE mapped vs truth | baseline MPJPE mapped vs truth | '
-              'jaxfit PA-MPJPE | baseline PA-MPJPE | jaxfit beta err | '
+              '| body | trial | frames | jaxfit MPJPE vs truth | baseline MPJPE vs truth | jaxfit MPJPE | '
+              'baseline MPJPE | jaxfit PA-MPJPE vs truth | baseline PA-MPJPE vs truth | '
+              'jaxfit MPJPE 24 vs truth | baseline MPJPE 24 vs truth | jaxfit MPJPE mapped vs truth | '
+              'baseline MPJPE mapped vs truth | jaxfit beta err | '
               'baseline beta err | jaxfit rest err | baseline rest err | jaxfit max abs beta | '
               'baseline max abs beta | verdict | jaxfit fit residual |',
-              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in truth:
       j, b = r['jaxfit'], r['baseline']
-      lines.append(f"| {r['body']} | {r['trial']} | {r['frames']} | {_f(j['mpjpe_mm'], '.2f')} | "
-                   f"{_f(b['mpjpe_mm'], '.2f')} | {_f(j['mpjpe_all24_vs_truth_mm'], '.2f')} | "
+      lines.append(f"| {r['body']} | {r['trial']} | {r['frames']} | {_f(j['mpjpe_vs_truth_mm'], '.2f')} | "
+                   f"{_f(b['mpjpe_vs_truth_mm'], '.2f')} | {_f(j['mpjpe_mm'], '.2f')} | "
+                   f"{_f(b['mpjpe_mm'], '.2f')} | {_f(j['pa_mpjpe_vs_truth_mm'], '.2f')} | "
+                   f"{_f(b['pa_mpjpe_vs_truth_mm'], '.2f')} | {_f(j['mpjpe_all24_vs_truth_mm'], '.2f')} | "
                    f"{_f(b['mpjpe_all24_vs_truth_mm'], '.2f')} | {_f(j['mpjpe_mapped_vs_truth_mm'], '.2f')} | "
-                   f"{_f(b['mpjpe_mapped_vs_truth_mm'], '.2f')} | {_f(j['pa_mpjpe_mm'], '.2f')} | "
-                   f"{_f(b['pa_mpjpe_mm'], '.2f')} | {_f(j['beta_error_max'], '.3f')} | "
+                   f"{_f(b['mpjpe_mapped_vs_truth_mm'], '.2f')} | {_f(j['beta_error_max'], '.3f')} | "
                    f"{_f(b['beta_error_max'], '.3f')} | {_f(j['rest_joint_error_mm'], '.2f')} | "
                    f"{_f(b['rest_joint_error_mm'], '.2f')} | {_f(j['max_abs_beta'], '.2f')} | "
                    f"{_f(b['max_abs_beta'], '.2f')} | {r['verdict']} | {_f(j['fit_residual_mm'], '.2f')} |")
