@@ -54,6 +54,8 @@ import optax  # noqa: E402
 from jaxfit.body.model import SMPL_JOINT_NAMES, forward_kinematics, joint_model, shaped_joints  # noqa: E402
 from jaxfit.body.rotation import matrix_to_axis_angle  # noqa: E402
 from jaxfit.config import base_config, settings_from_config  # noqa: E402
+from jaxfit.body.open_body import builtin_body_path  # noqa: E402
+from jaxfit.data import COMPARABLE_JOINTS  # noqa: E402
 from jaxfit.demo.body_model import demo_body_arrays, variant_body_arrays  # noqa: E402
 from jaxfit.demo.smpl_truth import make_ground_truth_trial  # noqa: E402
 from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit,  # noqa: E402
@@ -68,9 +70,6 @@ REAL = os.path.join(ROOT, '..', 'shared', 'data', 'real')
 # AddBiomechanics joints whose definition agrees with the SMPL joint they map
 # to (hips, knees, ankles, shoulders, elbows, wrists): the joints the user's
 # MPJPE is computed on and the only ones the baseline fits.
-COMPARABLE_JOINTS = ('hip_r', 'hip_l', 'walker_knee_r', 'walker_knee_l', 'knee_r', 'knee_l',
-                     'ankle_r', 'ankle_l', 'acromial_r', 'acromial_l', 'elbow_r', 'elbow_l',
-                     'radius_hand_r', 'radius_hand_l')
 BETA_BOUND = 3.0
 PCK_MM = 50.0
 TRUTH_CASES = (('noiseless', 0.0), ('noise_10mm', 0.01))   # (name, Gaussian noise sigma m)
@@ -95,9 +94,10 @@ def load_bodies(models, model_path, work):
   """[(name, BodyModel)]: the named demo bodies, then the user's file if given."""
   bodies = []
   for kind in [m for m in models.split(',') if m]:
-    if kind not in ('demo', 'variant'):
-      raise SystemExit(f'--models: unknown body {kind!r} (demo, variant; a file: --model_path)')
-    bodies.append((kind, _demo_model(kind, work)))
+    if kind not in ('open', 'demo', 'variant'):
+      raise SystemExit(f'--models: unknown body {kind!r} (open, demo, variant; a file: --model_path)')
+    bodies.append((kind, load_body_model(builtin_body_path('open')) if kind == 'open'
+                   else _demo_model(kind, work)))
   if model_path:
     name = os.path.splitext(os.path.basename(model_path))[0]
     bodies.append((name, load_body_model(model_path)))
@@ -528,7 +528,8 @@ def render(rows, meta):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--models', default='demo,variant', help='bodies: demo, variant (comma-separated)')
+  parser.add_argument('--models', default='open,demo,variant',
+                      help='bodies: open (the default body), demo (the mannequin), variant (comma-separated)')
   parser.add_argument('--model_path', default='', help='a user SMPL .pkl/.npz, added as another body')
   parser.add_argument('--trials', default='', help='comma-separated substrings of subject/trial '
                       '(generated truth: smpl_truth_0/noiseless, smpl_truth_0/noise_10mm); empty = all')
