@@ -26,3 +26,31 @@ def test_harness_smoke(tmp_path):
   # The baseline writes the same output layout as jaxfit.main.
   fit_dir = tmp_path / 'work' / 'fits' / 'reference_torch' / 'bench_30' / 'walk'
   assert sorted(os.listdir(fit_dir)) == ['config.json', 'metrics.json', 'params.npz']
+
+
+def test_real_data_benchmark_smoke(tmp_path):
+  """benchmarks/real_data.py end to end, tiny: one generated-truth trial, 50
+  frames, 20 Adam steps, 10 L-BFGS, one restart; writes both files."""
+  out = tmp_path / 'REAL_DATA.md'
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/real_data.py', '--models=demo', '--trials=smpl_truth_0/noiseless',
+       '--max_frames=50', '--baseline_steps=20', '--polish_steps=10', '--restarts=1', f'--out={out}',
+       f'--work={tmp_path / "work"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = out.read_text()
+  assert 'Machine:' in table and 'Date:' in table and 'Baseline convergence' in table
+  assert '| body | trial | frames | jaxfit MPJPE vs truth | baseline MPJPE vs truth | jaxfit MPJPE |' in table
+  assert '| demo | smpl_truth_0/noiseless | 50 |' in table
+  data = json.loads((tmp_path / 'REAL_DATA.json').read_text())
+  assert len(data['rows']) == 1
+  r = data['rows'][0]
+  assert r['kind'] == 'truth' and r['frames'] == 50 and r['verdict'].startswith(('yes', 'no'))
+  for key in ('mpjpe_mm', 'pa_mpjpe_mm', 'pck_50mm', 'max_abs_beta', 'mpjpe_vs_truth_mm',
+              'mpjpe_all24_vs_truth_mm', 'beta_error_max'):
+    assert r['jaxfit'][key] >= 0 and r['baseline'][key] >= 0
+  stems = sorted(name.rsplit('_', 1)[0].replace('walker_', '') for name in r['comparable_joints'])
+  assert stems == sorted(2 * ['hip', 'knee', 'ankle', 'acromial', 'elbow', 'radius_hand'])
+  assert r['baseline']['max_abs_beta'] <= 3.0 and len(r['baseline']['restarts']) == 1
+  assert 'fit_residual_mm' in r['jaxfit'] and 'offsets_mm' in r['jaxfit']
