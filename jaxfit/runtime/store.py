@@ -13,8 +13,8 @@ An entry is a pickle, and unpickling runs code, so the store only ever
 unpickles what it wrote itself: it refuses a directory that is not the
 user's own or that others can write (then there is no store, and every
 program is compiled), and every entry carries an HMAC-SHA256, over its name
-and bytes, under a per-user key (`<directory>/key`, 32 random bytes, mode
-0600); an entry whose MAC does not verify is never unpickled, but compiled
+and bytes, under a per-user key (`<directory>.key` beside the folder, 32
+random bytes, mode 0600, in a folder only the user can write); an entry whose MAC does not verify is never unpickled, but compiled
 again and rewritten. A missing, stale or unreadable entry is too.
 """
 
@@ -73,9 +73,13 @@ def _private(st) -> bool:
 
 
 def _user_key(directory) -> bytes:
-  """The store's HMAC key: `<directory>/key`, made on first use (0600);
-  refused (PermissionError) unless this user's own and private."""
-  path = os.path.join(directory, 'key')
+  """The store's HMAC key: `<directory>.key` (beside the entries, so nothing
+  in the folder but entries), made on first use (0600); refused
+  (PermissionError) unless this user's own and private, in a folder only
+  this user can write."""
+  path = os.path.normpath(os.path.abspath(directory)) + '.key'
+  if not _private(os.stat(os.path.dirname(path))):
+    raise PermissionError(f'{os.path.dirname(path)} is not yours alone (others can write it)')
   try:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
   except FileExistsError:
