@@ -177,7 +177,6 @@ SEGMENT_PAIRS = {
 }
 
 
-
 def _about_z(angle):
   c, s = np.cos(angle), np.sin(angle)
   return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
