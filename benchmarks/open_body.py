@@ -80,7 +80,7 @@ def trial_rows(run_dir, data_dir):
       m = json.load(f)
     count, robust, relative = determined_directions(d, data_dir)
     rows.append(dict(trial=f'{m["subject"]}/{m["trial"]}', frames=m['frames'],
-                     raw=m['smpl_joints']['mpjpe_mm'], fitted=m['mpjpe_mm'],
+                     raw=m['mpjpe_mm'], fitted=m['fit_residual_mm'],
                      max_beta=m['max_abs_beta'], offsets=m['offsets_mm'],
                      determined=count, robust=robust, relative=relative.tolist(),
                      body=m['body_model']['name'], fit_s=m['time_s'].get('total')))
@@ -98,14 +98,15 @@ def render(runs, out, note):
       f'{platform.machine()}, {os.cpu_count()} cores (shared), no GPU. Each body: one CLI run '
       'over every trial of `../shared/data/real` (`configs/default.py`, '
       '`--config.body=open|demo`).', '',
-      'Columns: raw = MPJPE of the raw SMPL-layout joints (`smpl_joints.mpjpe_mm`, the user\'s '
-      'metric); fitted = MPJPE of the fitted points (joints plus learned offsets, `mpjpe_mm`); '
+      'Columns: raw = MPJPE, the user\'s metric (`mpjpe_mm`: raw SMPL-layout joints against the '
+      'comparable AddBiomechanics joints, no alignment); fitted = the fit residual (joints plus '
+      'learned offsets against every mapped target, `fit_residual_mm`); '
       'offsets = length of each learned correspondence offset (mm); determined = shape '
       'directions the joint centres determine (eigenvalues of `shape_information`, betas block, '
       f'offsets and poses eliminated, relative to the largest, above {RELATIVE_FLOOR:g}; '
       f'in brackets above {ROBUST_FLOOR:g}: the float32 round-off floor is about 3e-5, see the '
       'negative eigenvalues below).', '',
-      '| body | trial | frames | raw mm | fitted mm | max abs beta | determined | offsets (mm) |',
+      '| body | trial | frames | MPJPE (raw) mm | fit residual mm | max abs beta | determined | offsets (mm) |',
       '|---|---|---|---|---|---|---|---|']
   for name, rows in runs.items():
     for r in rows:

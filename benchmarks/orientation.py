@@ -105,8 +105,8 @@ def main():
   lines = ['# The segment-orientation term: with and without, side by side', '',
            f'Machine: {machine}. `python benchmarks/orientation.py` ({time.strftime("%Y-%m-%d")}), '
            f'default config with `loss.orientation` = {on.fit.loss.orientation:g} ("on") and 0 '
-           f'("off"), body {model.name}; fit times: median of {args.repeats} interleaved runs, '
-           'compilation excluded.', '',
+           f'("off"), body {model.name}, first {args.max_frames or "all"} frames of each trial; '
+           f'fit times: median of {args.repeats} interleaved runs, compilation excluded.', '',
            'MPJPE: the user\'s metric (raw SMPL joints against the AddBiomechanics joint centres, '
            'comparable joints, no alignment). Twist: 95th percentile of each segment\'s rotation '
            'about its own axis against its OpenSim body, after the best constant offset per pair; '

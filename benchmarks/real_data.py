@@ -580,7 +580,7 @@ def main(argv=None):
               command='python benchmarks/real_data.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
               overrides=args.override, max_frames=args.max_frames, baseline_steps=args.baseline_steps,
               restarts=args.restarts, polish_steps=args.polish_steps, baseline_lr=BASELINE_LR, baseline_final_lr_ratio=BASELINE_FINAL_LR_RATIO,
-              comparable_joints=COMPARABLE_JOINTS, beta_bound=BETA_BOUND,
+              comparable_joints=sorted(COMPARABLE_JOINTS), beta_bound=BETA_BOUND,
               wall_s=time.perf_counter() - t_start)
   with open(args.out, 'w', encoding='utf-8') as f:
     f.write(render(rows, meta))

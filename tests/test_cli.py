@@ -105,21 +105,14 @@ def _one_clear_error(proc, *needles):
 
 
 def test_bad_config_value(tmp_path, cache):
-  proc = _run('--config.variant=bogus', f'--config.output_dir={tmp_path}', cache=cache)
-  assert proc.returncode == 2
-  _one_clear_error(proc, '--config.variant', 'bogus')
-  proc = _run('--config.loss.temporal=-1', cache=cache)
-  assert proc.returncode == 2
-  _one_clear_error(proc, '--config.loss.temporal')
-  proc = _run('--config.offsets.bound_m.back=0.5', cache=cache)
-  assert proc.returncode == 2
-  _one_clear_error(proc, '--config.offsets.bound_m.back', '0.5')
-  proc = _run('--config.orientation_weights.tibia=-1', cache=cache)
-  assert proc.returncode == 2
-  _one_clear_error(proc, '--config.orientation_weights.tibia')
-  proc = _run('--config.shape.prior=sometimes', cache=cache)
-  assert proc.returncode == 2
-  _one_clear_error(proc, '--config.shape.prior', 'sometimes')
+  for flag, needles in (('--config.variant=bogus', ('--config.variant', 'bogus')),
+                        ('--config.loss.temporal=-1', ('--config.loss.temporal',)),
+                        ('--config.offsets.bound_m.back=0.5', ('--config.offsets.bound_m.back', '0.5')),
+                        ('--config.orientation_weights.tibia=-1', ('--config.orientation_weights.tibia',)),
+                        ('--config.shape.prior=sometimes', ('--config.shape.prior', 'sometimes'))):
+    proc = _run(flag, f'--config.output_dir={tmp_path}', cache=cache)
+    assert proc.returncode == 2, flag
+    _one_clear_error(proc, *needles)
 
 
 def test_misspelt_config_field_is_refused(cache):
@@ -178,7 +171,6 @@ def test_every_real_file_fits_from_the_cli(tmp_path, cache):
       assert 'NOT SMPL' in metrics['note'] and 'warning' not in metrics
       assert metrics['max_abs_beta'] <= 3.0 + 1e-5     # bounded (see benchmarks/OPEN_BODY.md)
       assert metrics['joint_centre_source'] == ('fk' if 'legacy' in subject else 'file')
-      assert metrics['max_abs_beta'] <= 3.0
       with np.load(d / 'params.npz') as p:   # no learned offset on a comparable joint
         learned = [str(n) for n, l in zip(p['joint_mapping_source'], p['joint_offset_learned']) if l]
       assert learned and not set(learned) & COMPARABLE_JOINTS, learned

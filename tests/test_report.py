@@ -157,7 +157,7 @@ def test_html_references_only_files_that_exist(reported):
     if anchor:
       assert f'id="{anchor}"' in (reported / target).read_text()
   links = _links(text)
-  assert sum(l.startswith('data:image/png;base64,') for l in links) == 10   # 5 per trial
+  assert sum(l.startswith('data:image/png;base64,') for l in links) == 12   # 6 per trial
   assert sum(l.startswith('data:image/gif;base64,') for l in links) == 2
   files = [l for l in links if not l.startswith(('data:', '#'))]
   assert len(files) == 2 * 3   # two meshes and the animation per trial
@@ -184,4 +184,5 @@ def test_report_later_from_saved_outputs(reported, executable_cache, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert (copy / 'index.html').is_file()
   for trial in ('walk', 'run'):
-    assert len(os.listdir(copy / 'subject01' / trial / 'report')) == 11   # 6 images, 2 meshes, animation.glb, notes.json
+    assert len(os.listdir(copy / 'subject01' / trial / 'report')) == 12   # 7 images, 2 meshes, animation.glb, notes.json
+    assert (copy / 'subject01' / trial / 'report' / 'segment_orientation.png').is_file()

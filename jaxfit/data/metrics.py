@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxfit.body.model import SMPL_JOINT_NAMES
 from jaxfit.body.rotation import axis_angle_to_matrix
-from jaxfit.data.trial import OPENSIM_TO_SMPL, SEGMENT_PAIRS
+from jaxfit.data.trial import OPENSIM_TO_SMPL, SEGMENT_PAIRS, rotation_about
 
 PCK_THRESHOLDS_MM = (50, 100, 150)
 
@@ -157,14 +157,6 @@ HINGE_AXES = {'left_knee': (1.0, 0.0, 0.0), 'right_knee': (1.0, 0.0, 0.0),
 PRONATION_AXES = {'left_elbow': (1.0, 0.0, 0.0), 'right_elbow': (1.0, 0.0, 0.0)}
 
 
-def _about_axis(axis, degrees):
-  """[...,3,3] rotations by `degrees` [...] about the unit `axis` [3] (Rodrigues)."""
-  k = np.asarray(axis, np.float64)
-  kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-  a = np.radians(np.asarray(degrees, np.float64))[..., None, None]
-  return np.eye(3) + np.sin(a) * kx + (1 - np.cos(a)) * (kx @ kx)
-
-
 def hinge_deviation(poses, joints=None):
   """How far the SMPL knees and elbows leave their hinge: the angle (degrees)
   of each joint's local rotation once the rotation about its flexion axis is
@@ -177,7 +169,8 @@ def hinge_deviation(poses, joints=None):
                        np.float64)
     if name in PRONATION_AXES:
       _, _, pronation = swing_twist_deg(local[:, None], np.asarray([PRONATION_AXES[name]]))
-      local = local @ np.swapaxes(_about_axis(PRONATION_AXES[name], pronation[:, 0]), -1, -2)
+      local = local @ np.swapaxes(rotation_about(PRONATION_AXES[name], np.radians(pronation[:, 0])),
+                                  -1, -2)
     _, swing, flexion = swing_twist_deg(local[:, None], np.asarray([HINGE_AXES[name]]))
     out[name] = dict(mean_deg=float(np.mean(swing)), p95_deg=float(np.percentile(swing, 95)),
                      flexion_range_deg=float(np.ptp(flexion)))

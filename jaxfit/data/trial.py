@@ -177,15 +177,20 @@ SEGMENT_PAIRS = {
 }
 
 
+def rotation_about(axis, angle):
+  """[...,3,3] rotations by `angle` [...] rad about the unit `axis` [3] (Rodrigues, NumPy)."""
+  k = np.asarray(axis, np.float64)
+  kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+  a = np.asarray(angle, np.float64)[..., None, None]
+  return np.eye(3) + np.sin(a) * kx + (1 - np.cos(a)) * (kx @ kx)
+
 
 def _about_z(angle):
-  c, s = np.cos(angle), np.sin(angle)
-  return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+  return rotation_about((0.0, 0.0, 1.0), angle)
 
 
 def _about_x(angle):
-  c, s = np.cos(angle), np.sin(angle)
-  return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+  return rotation_about((1.0, 0.0, 0.0), angle)
 
 
 # The SMPL global rotation (SMPL world) of each paired joint when the body

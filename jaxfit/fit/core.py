@@ -66,11 +66,14 @@ def optimise_block(model: JointModel, params: FitParams, targets: Targets,
     updates, state = optimizer.update(grad_fn(p), state, p)
     return optax.apply_updates(p, updates), state
 
-  start = FitParams(jnp.linalg.solve(basis, params.betas), params.poses, params.trans,
-                    params.offsets)
+  z0 = jnp.linalg.solve(basis, params.betas)
+  start = FitParams(z0, params.poses, params.trans, params.offsets)
   params_z, _ = jax.lax.fori_loop(0, hyper.num_steps, step,
                                   (start, optimizer.init(start)))
-  params = to_betas(params_z)
+  # betas0 + P (z - z0): exactly the incoming betas when the shape is held
+  # (P P^-1 betas would round them, e.g. past a bound).
+  params = FitParams(params.betas + basis @ (params_z.betas - z0), params_z.poses, params_z.trans,
+                     params_z.offsets)
   return params, loss_fn(params)
 
 
