@@ -37,9 +37,23 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def executable_cache(tmp_path_factory):
-  """One store of compiled programs for the CLI runs of the session (a fresh
-  one, never the user's): each trial-length bucket is compiled once."""
-  return str(tmp_path_factory.mktemp('executables'))
+  """The session's compiled-program folder (--config.compilation_cache_dir; a
+  fresh one, never the user's), shared by every worker of the run (pytest-xdist),
+  the CLI subprocesses and, through `_session_store`, the in-process fits: a
+  program one test compiled, every later one loads."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent          # the run's folder, above each worker's own
+  return str(root / 'compiled_programs')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _session_store(executable_cache):
+  """In-process fits use the session's store (the one the CLI runs use)."""
+  from jaxfit.runtime import compiled, jax_setup  # pylint: disable=import-outside-toplevel
+  jax_setup.use_executable_store(executable_cache)
+  yield
+  compiled.set_store(None)
 
 
 @pytest.fixture(scope='session')

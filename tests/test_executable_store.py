@@ -79,6 +79,7 @@ def test_a_planted_entry_is_refused_and_recompiled(tmp_path):
   directory = tmp_path / 'store'
   fn = jax.jit(_double_plus_one)
   x = np.arange(3, dtype=np.float32)
+  session_store = compiled.current_store()
   compiled.set_store(DiskExecutableStore(str(directory)))
   try:
     compiled.clear(fn)
@@ -99,7 +100,7 @@ def test_a_planted_entry_is_refused_and_recompiled(tmp_path):
     key = compiled._signature(fn, (x,), {})  # pylint: disable=protected-access
     assert DiskExecutableStore(str(directory)).load(key) is not None
   finally:
-    compiled.set_store(None)
+    compiled.set_store(session_store)   # the suite's (tests/conftest.py)
     compiled.clear(fn)
 
 
@@ -109,6 +110,7 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
   os.chmod(directory, 0o777)
   store = DiskExecutableStore(str(directory))
   fn = jax.jit(_double_plus_one)
+  session_store = compiled.current_store()
   compiled.set_store(store)
   try:
     compiled.clear(fn)
@@ -116,5 +118,5 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
     assert os.listdir(directory) == [] and not os.path.exists(str(directory) + '.key')
     assert store.load(compiled._signature(fn, (np.ones(2, np.float32),), {})) is None  # pylint: disable=protected-access
   finally:
-    compiled.set_store(None)
+    compiled.set_store(session_store)   # the suite's (tests/conftest.py)
     compiled.clear(fn)

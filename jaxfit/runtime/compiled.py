@@ -44,6 +44,11 @@ def set_store(store: Optional[ExecutableStore]):
   _STORE = store
 
 
+def current_store() -> Optional[ExecutableStore]:
+  """The store in use (None: none)."""
+  return _STORE
+
+
 def _signature(fn, args, static):
   leaves, treedef = jax.tree.flatten(args)
   shapes = tuple((getattr(x, 'shape', ()), str(getattr(x, 'dtype', type(x)))) for x in leaves)

@@ -5,7 +5,8 @@ and lowers every function in every process (about 3 s for the pipeline on a
 CPU). This store keeps the compiled executables themselves
 (jax.experimental.serialize_executable), keyed by everything that decides the
 program: the function, its static arguments, argument structure, shapes and
-dtypes, jax/jaxlib versions, the backend and device kind, x64, XLA_FLAGS and
+dtypes, jax/jaxlib versions, the backend and device kind, x64 (when the key is
+made), XLA_FLAGS and
 a hash of the code that shapes the programs (jaxfit.body and jaxfit.fit,
 `program_source_hash`; editing a report or the CLI keeps every program).
 
@@ -80,13 +81,19 @@ def _user_key(directory) -> bytes:
   path = os.path.normpath(os.path.abspath(directory)) + '.key'
   if not _private(os.stat(os.path.dirname(path))):
     raise PermissionError(f'{os.path.dirname(path)} is not yours alone (others can write it)')
-  try:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-  except FileExistsError:
-    pass
-  else:
+  if not os.path.exists(path):
+    # Written aside, then linked into place: a process starting at the same
+    # moment sees either no key or the whole key, never a partial one.
+    fresh = f'{path}.{os.getpid()}.new'
+    fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, 'wb') as f:
       f.write(os.urandom(32))
+    try:
+      os.link(fresh, path)
+    except FileExistsError:
+      pass
+    finally:
+      os.unlink(fresh)
   fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NOFOLLOW', 0))
   with os.fdopen(fd, 'rb') as f:
     st = os.fstat(f.fileno())
@@ -107,7 +114,7 @@ class DiskExecutableStore:
     self.directory = directory
     device = jax.devices()[0]
     self._context = repr((_FORMAT, jax.__version__, jaxlib.__version__, device.platform,
-                          device.device_kind, jax.device_count(), bool(jax.config.jax_enable_x64),
+                          device.device_kind, jax.device_count(),
                           os.environ.get('XLA_FLAGS', ''), program_source_hash()))
     self._kernels_ready = False
     self._key = None
@@ -127,7 +134,8 @@ class DiskExecutableStore:
   def _path(self, key):
     fn, static, treedef, shapes = key
     name = f'{getattr(fn, "__module__", "")}.{getattr(fn, "__qualname__", repr(fn))}'
-    text = repr((self._context, name, static, str(treedef), shapes))
+    # x64 as it is now (it decides default dtypes inside a program), not at start.
+    text = repr((self._context, bool(jax.config.jax_enable_x64), name, static, str(treedef), shapes))
     return os.path.join(self.directory, hashlib.sha256(text.encode()).hexdigest() + '.exe')
 
   def load(self, key):
