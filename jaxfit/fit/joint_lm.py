@@ -43,7 +43,7 @@ import numpy as np
 from jaxfit.body.model import JointModel
 from jaxfit.fit.lm import active_joints, joints_and_jacobian, orientation_rows
 from jaxfit.fit.lm_common import MAX_ROTATION_STEP, damped, next_damping, rotate, step_scale
-from jaxfit.fit.losses import posed_mapped_joints, posed_points_and_rotations
+from jaxfit.fit.losses import orientation_error, posed_mapped_joints, posed_points_and_rotations
 from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
 
 _MAX_BETA_STEP = 1.0
@@ -65,7 +65,7 @@ def _pose_prior_columns(active):
 
 def _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
                     pos_norm, pose_norm, seg_norm):
-  """Residual of one frame [3M + 9S + 3 * body joints]: sqrt-weighted position,
+  """Residual of one frame [3M + 3S + 3 * body joints]: sqrt-weighted position,
   orientation and pose prior."""
   points, rotations = posed_points_and_rotations(
       model, FitParams(betas, pose[None], trans[None], offsets), structure)
@@ -80,8 +80,8 @@ def _residual_of_points(points, rotations, pose, target, weights, structure, act
   body, _ = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
   seg = np.asarray(structure.segment_joints, int)
-  ori = (jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * seg_norm))[:, None, None]
-         * (rotations[seg] - target.seg_rot))
+  ori = (jnp.sqrt(weights.orientation * target.seg_weight / seg_norm)[:, None]
+         * orientation_error(rotations[seg], target.seg_rot))
   return jnp.concatenate([(scale * (points - target.joints)).reshape(-1), ori.reshape(-1),
                           prior * pose[body].reshape(-1)])
 
@@ -89,7 +89,7 @@ def _residual_of_points(points, rotations, pose, target, weights, structure, act
 def _frame_system(model, betas, offsets, pose, trans, target, weights, structure, active,
                   pos_norm, pose_norm, seg_norm):
   """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one
-  frame; rows: position [3M], orientation [9S], pose prior."""
+  frame; rows: position [3M], orientation [3S], pose prior."""
   offset_free = structure.offset_joints
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
