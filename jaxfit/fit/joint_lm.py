@@ -20,9 +20,16 @@ kinematic Jacobian is analytic (see lm.py); the betas' Jacobian is forward-mode.
 Bounds (|beta_i| <= beta_bound, |offset_m| <= its bound) are handled by an
 active set, as in projected Newton methods: a shared unknown at its bound
 whose reduced gradient points outwards is held there (for an offset, only its
-radial component), the step is solved in the remaining directions, then
-projected onto the bounds. A clamp alone would fight the Gauss-Newton step at
-every corner and stall (issue 18: 18 mm against 11 mm for a bounded baseline).
+radial component). The betas' step is then the minimiser of the damped,
+Schur-reduced model inside the box (`_bounded_step`, a primal active-set
+solve that also frees a held beta once the others' step turns its gradient
+inwards), so no beta's step is clipped; an offset's is projected onto its
+ball. Every frame's step is back-substituted from the shared step actually
+taken (after the step cap and the projection), so the poses answer the shape
+they will be evaluated with. A clamp alone would fight the Gauss-Newton step
+at every corner and stall (issue 18: 18 mm against 11 mm for a bounded
+baseline); clipping the free step, with the poses solved for the unclipped
+one, converged but slowly (30 iterations where this takes 10-20).
 
 The shape prior's weight can follow the data (`auto_prior`): betas are N(0, I)
 and the targets carry Gaussian noise of variance sigma^2 per coordinate, so the
@@ -173,6 +180,52 @@ def _bound_projector(betas, offsets, rhs, beta_bound, offset_bound, free):
   return jax.scipy.linalg.block_diag(*blocks)
 
 
+def _bounded_step(schur, rhs, proj, betas, beta_bound):
+  """The shared step [n_s] that minimises the model q(d) = rhs.d + d.schur.d / 2
+  (the poses eliminated: the damped Schur system) in the directions `proj`
+  leaves free, with every beta inside its box, by the primal active-set
+  method: from d = 0 (feasible, q = 0) move towards the minimiser in the free
+  directions, stop at the first beta that reaches its bound and fix it there;
+  at a minimiser, free the fixed beta whose gradient points most inwards.
+  2B + 2 iterations (each fixes one beta, frees one, or ends); q never rises,
+  so the step is a descent step of the model and feasible without clipping.
+  The betas proj holds start fixed (at their bound, pushed outwards)."""
+  nb = betas.shape[0]
+  n_s = rhs.shape[0]
+  dtype = rhs.dtype
+  eye = jnp.eye(n_s, dtype=dtype)
+  index = jnp.arange(nb)
+  lo, hi = -beta_bound - betas, beta_bound - betas      # the betas' steps allowed
+  tiny = jnp.asarray(1e-12, dtype)
+
+  def body(_, carry):
+    d, fixed = carry
+    # The free directions: the unfixed betas, and the offsets' as proj says.
+    p = proj.at[:nb, :nb].set(jnp.diag(1.0 - fixed.astype(dtype)))
+    direction = -p @ jnp.linalg.solve(p @ schur @ p + (eye - p), p @ (rhs + schur @ d))
+    db = direction[:nb]
+    room = jnp.where(db > tiny, (hi - d[:nb]) / jnp.maximum(db, tiny),
+                     jnp.where(db < -tiny, (lo - d[:nb]) / jnp.minimum(db, -tiny), jnp.inf))
+    room = jnp.where(fixed, jnp.inf, jnp.maximum(room, 0.0))
+    alpha = jnp.minimum(1.0, jnp.min(room))
+    blocked = alpha < 1.0
+    d_new = d + alpha * direction
+    d_new = d_new.at[:nb].set(jnp.clip(d_new[:nb], lo, hi))
+    # At the minimiser of the free directions, the fixed beta whose gradient
+    # points inwards the most (its multiplier has the wrong sign) is freed.
+    grad = (rhs + schur @ d_new)[:nb]
+    upper = betas + d_new[:nb] >= 0
+    wrong = jnp.where(fixed, jnp.where(upper, grad, -grad), 0.0)       # > 0: frees it
+    release = ~blocked & (jnp.max(wrong) > 0)
+    fixed = jnp.where(blocked, fixed | (index == jnp.argmin(room)),
+                      fixed & ~(release & (index == jnp.argmax(wrong))))
+    return d_new, fixed
+
+  held = jnp.diagonal(proj)[:nb] < 0.5
+  d, _ = jax.lax.fori_loop(0, 2 * nb + 2, body, (jnp.zeros((n_s,), dtype), held))
+  return d
+
+
 def _norms(targets: Targets, structure: FitStructure):
   """Normalisers of the position, pose-prior and orientation residuals (counts
   of real frames x slots, as losses.py)."""
@@ -283,16 +336,21 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     return (jnp.clip(b, -beta_bound, beta_bound),
             o * jnp.minimum(1.0, offset_bound[:, None] / jnp.maximum(norm, 1e-12)))
 
-  def apply(state, d_x, d_s):
-    b, o, p, t = state
+  def shared_step(state, d_s):
+    """The shared step actually taken: d_s capped, then projected onto the
+    bounds, as (new betas, new offsets, the step [n_s] they amount to)."""
+    b, o, _, _ = state
     d_s = d_s * step_scale(d_s[:nb], _MAX_BETA_STEP)
     d_off = d_s[nb:].reshape(-1, 3)
     if len(free):
       d_off = d_off * step_scale(d_off, _MAX_OFFSET_STEP)
-    d_x = d_x * step_scale(d_x, MAX_ROTATION_STEP, axis=-1)   # per frame
-    p = p.at[:, act].set(rotate(p[:, act], d_x[:, :-3].reshape(len(p), -1, 3)))
     o_new = o.at[free].add(d_off) if len(free) else o
     b_new, o_new = project(b + d_s[:nb], o_new)
+    return b_new, o_new, jnp.concatenate([b_new - b, (o_new[free] - o[free]).reshape(-1)])
+
+  def apply(state, d_x, b_new, o_new):
+    _, _, p, t = state
+    p = p.at[:, act].set(rotate(p[:, act], d_x[:, :-3].reshape(len(p), -1, 3)))
     return b_new, o_new, p, t + d_x[:, -3:]
 
   def step(_, carry):
@@ -307,11 +365,14 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     rhs = lin['g_s'] - jnp.einsum('tis,ti->s', lin['h_xs'], inv_g_x)
     # Active bounds: solve only in the directions the bounds leave free.
     proj = _bound_projector(state[0], state[1], rhs, beta_bound, offset_bound, free)
-    eye = jnp.eye(len(rhs), dtype=rhs.dtype)
-    d_s = -proj @ jnp.linalg.solve(proj @ schur @ proj + (eye - proj), proj @ rhs)
+    d_s = _bounded_step(schur, rhs, proj, state[0], beta_bound)
+    # Every frame's step answers the shared step actually taken (capped and
+    # projected), not the one solved for.
+    b_new, o_new, d_s = shared_step(state, d_s)
     d_x = -(inv_g_x + jnp.einsum('tij,j->ti', inv_h_xs, d_s))
     d_x = d_x * targets.exists[:, None]
-    trial_state = apply(state, d_x, d_s)
+    d_x = d_x * step_scale(d_x, MAX_ROTATION_STEP, axis=-1)   # per frame
+    trial_state = apply(state, d_x, b_new, o_new)
     trial_cost = cost_of(trial_state, w_shape)
     better = trial_cost < lin['cost']
     new_state = jax.tree.map(lambda a, c: jnp.where(better, a, c), trial_state, state)

@@ -10,6 +10,7 @@ a later process loads them without tracing, lowering or compiling.
 """
 
 import concurrent.futures
+import hashlib
 import os
 import threading
 import time
@@ -49,8 +50,23 @@ def _signature(fn, args, static):
   return (fn, tuple(sorted(static.items())), treedef, shapes)
 
 
+def _log_compile(key, seconds):
+  """Appends one line per compilation to $JAXFIT_COMPILE_LOG, when set (a
+  diagnostic: which programs a run or a test suite compiles, and how long)."""
+  path = os.environ.get('JAXFIT_COMPILE_LOG')
+  if not path:
+    return
+  fn, static, _, shapes = key
+  name = getattr(fn, '__name__', repr(fn))
+  digest = hashlib.sha1(repr((static, shapes)).encode()).hexdigest()[:10]
+  with open(path, 'a', encoding='utf-8') as f:
+    f.write(f'{os.getpid()}\t{name}\t{digest}\t{seconds:.2f}\t{shapes[:6]}\n')
+
+
 def _compile(key, lowered):
+  t0 = time.perf_counter()
   compiled = lowered.compile()
+  _log_compile(key, time.perf_counter() - t0)
   if _STORE is not None:
     _STORE.save(key, compiled)
   return compiled
