@@ -50,7 +50,7 @@ import numpy as np
 from jaxfit.body.model import JointModel
 from jaxfit.fit.lm import active_joints, joints_and_jacobian, orientation_rows
 from jaxfit.fit.lm_common import MAX_ROTATION_STEP, damped, next_damping, rotate, step_scale
-from jaxfit.fit.losses import posed_mapped_joints, posed_points_and_rotations
+from jaxfit.fit.losses import orientation_error, posed_mapped_joints, posed_points_and_rotations
 from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
 
 _MAX_BETA_STEP = 1.0
@@ -72,7 +72,7 @@ def _pose_prior_columns(active):
 
 def _frame_residual(model, betas, offsets, pose, trans, target, weights, structure, active,
                     pos_norm, pose_norm, seg_norm):
-  """Residual of one frame [3M + 9S + 3 * body joints]: sqrt-weighted position,
+  """Residual of one frame [3M + 3S + 3 * body joints]: sqrt-weighted position,
   orientation and pose prior."""
   points, rotations = posed_points_and_rotations(
       model, FitParams(betas, pose[None], trans[None], offsets), structure)
@@ -87,16 +87,21 @@ def _residual_of_points(points, rotations, pose, target, weights, structure, act
   body, _ = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
   seg = np.asarray(structure.segment_joints, int)
-  ori = (jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * seg_norm))[:, None, None]
-         * (rotations[seg] - target.seg_rot))
+  ori = (jnp.sqrt(weights.orientation * target.seg_weight / seg_norm)[:, None]
+         * orientation_error(rotations[seg], target.seg_rot))
   return jnp.concatenate([(scale * (points - target.joints)).reshape(-1), ori.reshape(-1),
                           prior * pose[body].reshape(-1)])
 
 
 def _frame_system(model, betas, offsets, pose, trans, target, weights, structure, active,
                   pos_norm, pose_norm, seg_norm):
-  """Residual r and Jacobians J_x [R, n_x] (frame), J_s [R, n_s] (shared) of one
-  frame; rows: position [3M], orientation [9S], pose prior."""
+  """One frame's residual r [3M + 3S + 3 * body joints] (rows: position,
+  orientation, pose prior; `_residual_of_points`) and its Jacobians, by block:
+  j_pos [3M, n_x] and j_s [3M, n_s] (position rows; the only rows the shared
+  unknowns move), j_ori [3S, n_x] (orientation rows; the shape turns no
+  segment), and prior_sq [n_x]: the pose prior's J^T J, diagonal (its Jacobian
+  w.r.t. a small right increment is taken as the identity, exact at zero
+  rotation), so its rows need no product."""
   offset_free = structure.offset_joints
   free = np.asarray(offset_free, int)
   m = len(structure.smpl_index)
@@ -109,19 +114,16 @@ def _frame_system(model, betas, offsets, pose, trans, target, weights, structure
     d_off = d_off.at[free, :, np.arange(len(free)), :].set(own)
   j_s = jnp.concatenate([d_betas, d_off.reshape(m, 3, -1)], -1)              # [M,3,n_s]
   scale = jnp.sqrt(weights.position * target.weight / pos_norm)[:, None, None]
-  j_x = (scale * j_x).reshape(3 * m, -1)
+  j_pos = (scale * j_x).reshape(3 * m, -1)
   j_s = (scale * j_s).reshape(3 * m, -1)
-  # Pose prior on the active body joints; its Jacobian w.r.t. a small right
-  # increment is taken as the identity (exact at zero rotation).
   _, col = _pose_prior_columns(active)
   prior = jnp.sqrt(weights.pose_reg * target.exists / pose_norm)
-  j_pose = jnp.zeros((len(col), j_x.shape[1]), j_x.dtype).at[np.arange(len(col)), col].set(prior)
-  # Orientation rows (analytic, lm.orientation_rows); the shape does not turn segments.
+  prior_sq = jnp.zeros((j_pos.shape[1],), j_pos.dtype).at[col].set(prior * prior)
+  # Orientation rows (analytic, lm.orientation_rows).
   _, j_ori = orientation_rows(rot, target, weights, structure, active, model.parents, seg_norm)
   r = _residual_of_points(points, rot, pose, target, weights, structure, active, pos_norm,
                           pose_norm, seg_norm)
-  return (r, jnp.concatenate([j_x, j_ori, j_pose]),
-          jnp.concatenate([j_s, jnp.zeros((len(j_ori) + len(col), j_s.shape[1]), j_x.dtype)]))
+  return r, j_pos, j_s, j_ori, prior_sq
 
 
 def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
@@ -233,25 +235,34 @@ def _norms(targets: Targets, structure: FitStructure):
 
 
 def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure):
-  """Gauss-Newton pieces of the data terms (position, pose prior), frames [T]:
+  """Gauss-Newton pieces of the data terms (position, orientation, pose prior), frames [T]:
   h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], h_ss [n_s,n_s], g_s [n_s], cost."""
   active = active_joints(model.parents, structure)
   m = len(structure.smpl_index)
   pos_norm, pose_norm, seg_norm = _norms(targets, structure)
   systems = jax.vmap(_frame_system,
                      in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
-  r, j_x, j_s = systems(model, betas, offsets, poses, trans, targets, weights, structure, active,
-                        pos_norm, pose_norm, seg_norm)
-  h_xx = jnp.einsum('tri,trj->tij', j_x, j_x)
+  r, j_pos, j_s, j_ori, prior_sq = systems(model, betas, offsets, poses, trans, targets, weights,
+                                           structure, active, pos_norm, pose_norm, seg_norm)
+  n_ori = j_ori.shape[1]
+  r_pos, r_ori, r_prior = r[:, :3 * m], r[:, 3 * m:3 * m + n_ori], r[:, 3 * m + n_ori:]
+  _, col = _pose_prior_columns(active)
+  eye = jnp.eye(j_pos.shape[-1], dtype=j_pos.dtype)
+  h_xx = (jnp.einsum('tri,trj->tij', j_pos, j_pos) + jnp.einsum('tri,trj->tij', j_ori, j_ori)
+          + prior_sq[:, :, None] * eye)
+  # The pose prior's gradient J^T r: prior * r_prior in its columns.
+  g_prior = jnp.zeros_like(prior_sq).at[:, col].set(jnp.sqrt(prior_sq[:, col]) * r_prior)
+  g_x = jnp.einsum('tri,tr->ti', j_pos, r_pos) + jnp.einsum('tri,tr->ti', j_ori, r_ori) + g_prior
   # Degrees of freedom the poses spend on the position residuals (the trace of
-  # each frame's hat matrix, tr(H_xx^-1 H_pos)): what they absorb of the noise.
-  h_pos = jnp.einsum('tri,trj->tij', j_x[:, :3 * m], j_x[:, :3 * m])
+  # each frame's hat matrix, tr(H_xx^-1 H_pos) = sum(J_pos^T * H_xx^-1 J_pos^T)
+  # for H_pos = J_pos^T J_pos): what they absorb of the noise.
+  j_pos_t = jnp.swapaxes(j_pos, -1, -2)                                     # [T,n_x,3M]
   ridge = 1e-9 * jnp.max(jnp.diagonal(h_xx, axis1=-2, axis2=-1)) + 1e-30
-  h_reg = h_xx + ridge * jnp.eye(h_xx.shape[-1], dtype=h_xx.dtype)
-  dof_used = jnp.sum(jnp.trace(jax.vmap(jnp.linalg.solve)(h_reg, h_pos), axis1=-2, axis2=-1))
-  return dict(h_xx=h_xx, h_xs=jnp.einsum('tri,trj->tij', j_x, j_s),
-              g_x=jnp.einsum('tri,tr->ti', j_x, r), h_ss=jnp.einsum('tri,trj->ij', j_s, j_s),
-              g_s=jnp.einsum('tri,tr->i', j_s, r), cost=jnp.sum(r * r),
+  h_reg = h_xx + ridge * eye
+  dof_used = jnp.sum(jnp.linalg.solve(h_reg, j_pos_t) * j_pos_t)
+  return dict(h_xx=h_xx, h_xs=jnp.einsum('tri,trj->tij', j_pos, j_s), g_x=g_x,
+              h_ss=jnp.einsum('tri,trj->ij', j_s, j_s), g_s=jnp.einsum('tri,tr->i', j_s, r_pos),
+              cost=jnp.sum(r * r),
               position_cost=jnp.sum(jnp.square(r[:, :3 * m])), dof_used=dof_used)
 
 
@@ -346,10 +357,10 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     state, data_lin, damping, _ = carry
     w_shape = shape_weight(data_lin)
     lin = with_prior(data_lin, state, w_shape)
-    a_xx = damped(lin['h_xx'], damping)
-    solve_xx = lambda rhs: jax.vmap(jnp.linalg.solve)(a_xx, rhs)
-    inv_h_xs = solve_xx(lin['h_xs'])                                   # [T,n_x,n_s]
-    inv_g_x = solve_xx(lin['g_x'][..., None])[..., 0]                  # [T,n_x]
+    # One factorisation of each frame's damped block for both right-hand sides.
+    both = jnp.linalg.solve(damped(lin['h_xx'], damping),
+                            jnp.concatenate([lin['h_xs'], lin['g_x'][..., None]], -1))
+    inv_h_xs, inv_g_x = both[..., :-1], both[..., -1]                  # [T,n_x,n_s], [T,n_x]
     schur = damped(lin['h_ss'], damping) - jnp.einsum('tis,tij->sj', lin['h_xs'], inv_h_xs)
     rhs = lin['g_s'] - jnp.einsum('tis,ti->s', lin['h_xs'], inv_g_x)
     # Active bounds: solve only in the directions the bounds leave free.

@@ -23,7 +23,7 @@ import numpy as np
 from jaxfit.body.model import JointModel, forward_kinematics
 from jaxfit.body.rotation import skew
 from jaxfit.fit.lm_common import DAMPING_FLOOR, MAX_ROTATION_STEP, next_damping, rotate, step_scale
-from jaxfit.fit.losses import residuals_from_joints
+from jaxfit.fit.losses import ORIENTATION_FLOOR, residuals_from_joints
 from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets, empty_anchor
 
 
@@ -63,31 +63,50 @@ def active_joints(parents, structure: FitStructure):
   return tuple(sorted(moving | set(structure.segment_joints)))
 
 
+def orientation_error_jacobian(g, t):
+  """Rotation errors r [S,3] of g [S,3,3] against t [S,3,3]
+  (losses.orientation_error) and their Jacobians [S,3,3] w.r.t. a world-frame
+  rotation increment a of g, g <- exp([a]x) g.
+
+  With E = t^T g, w = vee(E - E^T), s = sqrt(1 + tr E) and r = w / s, the
+  increment turns E into exp([b]x) E for b = t^T a, so dw = (tr E I - E) b and
+  d tr E = -w . b: dr/db = (tr E I - E) / s + w w^T / (2 s^3).
+  """
+  e = jnp.swapaxes(t, -1, -2) @ g
+  w = jnp.stack([e[..., 2, 1] - e[..., 1, 2], e[..., 0, 2] - e[..., 2, 0],
+                 e[..., 1, 0] - e[..., 0, 1]], -1)
+  trace = e[..., 0, 0] + e[..., 1, 1] + e[..., 2, 2]
+  s = jnp.sqrt(jnp.maximum(1.0 + trace, ORIENTATION_FLOOR))
+  eye = jnp.eye(3, dtype=g.dtype)
+  d_b = ((trace[..., None, None] * eye - e) / s[..., None, None]
+         + w[..., :, None] * w[..., None, :] / (2.0 * s**3)[..., None, None])
+  return w / s[..., None], d_b @ jnp.swapaxes(t, -1, -2)
+
+
 def orientation_rows(rotations, target: Targets, weights: LossWeights, structure: FitStructure,
                      active, parents, norm):
-  """Orientation residual of one frame [9S] and its Jacobian [9S,3A+3] w.r.t.
+  """Orientation residual of one frame [3S] and its Jacobian [3S,3A+3] w.r.t.
   right increments of the `active` joints and the translation.
 
   rotations [24,3,3] global; target with seg_rot [S,3,3], seg_weight [S] (one
-  frame); norm: the residual's normaliser (real frames x segments). A right
-  increment d of joint k turns every descendant's global rotation G_j into
-  exp([G_k d]x) G_j, so d vec(G_j) / d d_k,i = vec([G_k e_i]x G_j).
+  frame); norm: the residual's normaliser (real frames x segments). Rows:
+  sqrt(w seg_weight / norm) losses.orientation_error (3 per segment; squared
+  norm = the weighted losses.orientation_residual). A right increment d of
+  joint k turns every descendant's global rotation G_j into exp([G_k d]x) G_j:
+  a world increment a = G_k d, so d r_j / d d_k = (dr_j / da) G_k.
   """
   seg = np.asarray(structure.segment_joints, int)
   act = np.asarray(active)
   if not len(seg):
     return jnp.zeros((0,), rotations.dtype), jnp.zeros((0, 3 * len(act) + 3), rotations.dtype)
-  scale = jnp.sqrt(weights.orientation * target.seg_weight / (2.0 * norm))      # [S]
-  g = rotations[seg]                                                            # [S,3,3]
-  r = scale[:, None, None] * (g - target.seg_rot)
+  scale = jnp.sqrt(weights.orientation * target.seg_weight / norm)              # [S]
+  r, d_world = orientation_error_jacobian(rotations[seg], target.seg_rot)       # [S,3], [S,3,3]
   mask = ancestor_or_self_mask(parents, seg, tuple(range(len(seg))))[:, act]   # [S,A]
-  # d G_s / d d_{k,i} = skew(G_k[:, i]) @ G_s: [S,A,3(i),3,3]
-  axes = jnp.swapaxes(rotations[act], -1, -2)                                   # [A,3(i),3]
-  d = jnp.einsum('kiab,sbc->skiac', skew(axes), g)
-  d = d * (mask[:, :, None, None, None] * scale[:, None, None, None, None])
-  jac = jnp.moveaxis(d, (1, 2), (3, 4)).reshape(len(seg), 9, 3 * len(act))      # [S,9,3A]
-  jac = jnp.concatenate([jac, jnp.zeros((len(seg), 9, 3), jac.dtype)], -1)
-  return r.reshape(-1), jac.reshape(9 * len(seg), -1)
+  weight = jnp.asarray(mask, rotations.dtype) * scale[:, None]                  # [S,A]
+  jac = jnp.einsum('sk,sab,kbc->sakc', weight, d_world, rotations[act])         # [S,3,A,3]
+  jac = jac.reshape(3 * len(seg), 3 * len(act))
+  jac = jnp.concatenate([jac, jnp.zeros((3 * len(seg), 3), jac.dtype)], -1)
+  return (scale[:, None] * r).reshape(-1), jac
 
 
 def joints_and_jacobian(model: JointModel, betas, pose, trans, smpl_index, active,

@@ -16,6 +16,8 @@ from jaxfit.fit.types import (LOSS_TERMS, Anchor, FitParams, FitStructure,
                               LossWeights, Targets)
 
 _EPS = 1e-9
+# Floor of 1 + tr E in `orientation_error` (0 at an error of pi rad).
+ORIENTATION_FLOOR = 1e-6
 
 
 def posed_points_and_rotations(model: JointModel, params: FitParams, structure: FitStructure):
@@ -78,14 +80,28 @@ def position_residual(pred, targets: Targets):
   return _per_slot(targets.weight, targets.exists)[..., None] * (pred - targets.joints)
 
 
+def orientation_error(g, t):
+  """[...,3]: the rotation error of g [...,3,3] against t [...,3,3] as three
+  numbers, vee(E - E^T) / sqrt(1 + tr E) with E = t^T g: 2 sin(theta/2) times
+  the error's unit axis (in t's frame) for an error of theta rad. Its squared
+  norm is 3 - tr E = ||g - t||_F^2 / 2 = 4 sin^2(theta/2) ~ theta^2, the chordal
+  distance in 3 rows instead of 9 (ill-defined only at theta = pi, where the
+  denominator is floored)."""
+  e = jnp.swapaxes(t, -1, -2) @ g
+  w = jnp.stack([e[..., 2, 1] - e[..., 1, 2], e[..., 0, 2] - e[..., 2, 0],
+                 e[..., 1, 0] - e[..., 0, 1]], -1)
+  trace = e[..., 0, 0] + e[..., 1, 1] + e[..., 2, 2]
+  return w / jnp.sqrt(jnp.maximum(1.0 + trace, ORIENTATION_FLOOR))[..., None]
+
+
 def orientation_residual(rotations, targets: Targets, structure):
-  """[K,S,3,3]: the paired segments' global rotations minus their targets,
-  (G - T) / sqrt(2), whose squared norm is 4 sin^2(theta/2) ~ theta^2 rad^2 for
-  a rotation error theta; loss = weighted mean over real frames and segments.
-  rotations [K,24,3,3] global."""
+  """[K,S,3]: the paired segments' global rotation errors against their
+  targets (`orientation_error`), whose squared norm is 4 sin^2(theta/2) ~
+  theta^2 rad^2 for an error of theta; loss = weighted mean over real frames
+  and segments. rotations [K,24,3,3] global."""
   g = rotations[:, jnp.asarray(structure.segment_joints, jnp.int32)]
-  scale = _per_slot(targets.seg_weight, targets.exists) / jnp.sqrt(2.0)
-  return scale[..., None, None] * (g - targets.seg_rot)
+  scale = _per_slot(targets.seg_weight, targets.exists)
+  return scale[..., None] * orientation_error(g, targets.seg_rot)
 
 
 def bone_direction_residual(pred, targets: Targets, structure):
