@@ -23,7 +23,7 @@ import numpy as np
 from jaxfit.body.model import JointModel, forward_kinematics
 from jaxfit.body.rotation import skew
 from jaxfit.fit.lm_common import DAMPING_FLOOR, MAX_ROTATION_STEP, next_damping, rotate, step_scale
-from jaxfit.fit.losses import ORIENTATION_FLOOR, residuals_from_joints
+from jaxfit.fit.losses import orientation_error_parts, residuals_from_joints
 from jaxfit.fit.types import LOSS_TERMS, FitParams, FitStructure, LossWeights, Targets, empty_anchor
 
 
@@ -72,11 +72,7 @@ def orientation_error_jacobian(g, t):
   increment turns E into exp([b]x) E for b = t^T a, so dw = (tr E I - E) b and
   d tr E = -w . b: dr/db = (tr E I - E) / s + w w^T / (2 s^3).
   """
-  e = jnp.swapaxes(t, -1, -2) @ g
-  w = jnp.stack([e[..., 2, 1] - e[..., 1, 2], e[..., 0, 2] - e[..., 2, 0],
-                 e[..., 1, 0] - e[..., 0, 1]], -1)
-  trace = e[..., 0, 0] + e[..., 1, 1] + e[..., 2, 2]
-  s = jnp.sqrt(jnp.maximum(1.0 + trace, ORIENTATION_FLOOR))
+  e, w, trace, s = orientation_error_parts(g, t)
   eye = jnp.eye(3, dtype=g.dtype)
   d_b = ((trace[..., None, None] * eye - e) / s[..., None, None]
          + w[..., :, None] * w[..., None, :] / (2.0 * s**3)[..., None, None])

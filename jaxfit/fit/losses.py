@@ -80,6 +80,17 @@ def position_residual(pred, targets: Targets):
   return _per_slot(targets.weight, targets.exists)[..., None] * (pred - targets.joints)
 
 
+def orientation_error_parts(g, t):
+  """The pieces of `orientation_error` (its Jacobian, lm.py, needs them too):
+  E = t^T g [...,3,3], w = vee(E - E^T) [...,3], tr E [...] and
+  s = sqrt(1 + tr E) [...], floored."""
+  e = jnp.swapaxes(t, -1, -2) @ g
+  w = jnp.stack([e[..., 2, 1] - e[..., 1, 2], e[..., 0, 2] - e[..., 2, 0],
+                 e[..., 1, 0] - e[..., 0, 1]], -1)
+  trace = e[..., 0, 0] + e[..., 1, 1] + e[..., 2, 2]
+  return e, w, trace, jnp.sqrt(jnp.maximum(1.0 + trace, ORIENTATION_FLOOR))
+
+
 def orientation_error(g, t):
   """[...,3]: the rotation error of g [...,3,3] against t [...,3,3] as three
   numbers, vee(E - E^T) / sqrt(1 + tr E) with E = t^T g: 2 sin(theta/2) times
@@ -87,11 +98,8 @@ def orientation_error(g, t):
   norm is 3 - tr E = ||g - t||_F^2 / 2 = 4 sin^2(theta/2) ~ theta^2, the chordal
   distance in 3 rows instead of 9 (ill-defined only at theta = pi, where the
   denominator is floored)."""
-  e = jnp.swapaxes(t, -1, -2) @ g
-  w = jnp.stack([e[..., 2, 1] - e[..., 1, 2], e[..., 0, 2] - e[..., 2, 0],
-                 e[..., 1, 0] - e[..., 0, 1]], -1)
-  trace = e[..., 0, 0] + e[..., 1, 1] + e[..., 2, 2]
-  return w / jnp.sqrt(jnp.maximum(1.0 + trace, ORIENTATION_FLOOR))[..., None]
+  _, w, _, s = orientation_error_parts(g, t)
+  return w / s[..., None]
 
 
 def orientation_residual(rotations, targets: Targets, structure):
