@@ -8,6 +8,20 @@ import pytest
 from jaxfit.body.model import make_body_model
 
 
+# The real AddBiomechanics trials (read in place, never copied into the repo).
+REAL_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
+                         'data', 'real')
+
+
+def read_real_trial(file_name, trial):
+  """One trial of a real .b3d in REAL_DATA (the test is skipped where there is none)."""
+  path = os.path.join(REAL_DATA, file_name)
+  if not os.path.exists(path):
+    pytest.skip('no ../shared/data/real here')
+  from jaxfit.io.b3d import read_b3d_trials  # pylint: disable=import-outside-toplevel
+  return read_b3d_trials(path, trials=[trial])[0]
+
+
 def make_settings(learn_offsets=True, **overrides):
   """Validated settings from the default config with dotted overrides
   ('loss.temporal': 0.1). variant='sequential' runs stage 3 frame by frame, as

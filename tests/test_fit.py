@@ -19,7 +19,7 @@ from jaxfit.fit.losses import term_losses
 from jaxfit.fit.pipeline import fit_trial, stage_hyper, target_distances, _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
 from jaxfit.data.prepare import prepare_trial
-from tests.conftest import make_settings
+from tests.conftest import make_settings, read_real_trial
 
 FRAMES = 200
 
@@ -280,14 +280,8 @@ def test_joint_solve_cost_is_the_losses_total(demo_model):
   from jaxfit.fit.losses import total_loss
   from jaxfit.fit.pipeline import _targets
   from jaxfit.fit.types import LossWeights, empty_anchor
-  from jaxfit.io.b3d import read_b3d_trials
-  import os
-  real = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
-                      'data', 'real', 'dev_opencap_unfiltered.b3d')
-  if not os.path.exists(real):
-    pytest.skip('no ../shared/data/real here')
   settings = make_settings(**{'max_frames': 40})
-  trial = read_b3d_trials(real, trials=['walking2'])[0]
+  trial = read_real_trial('dev_opencap_unfiltered.b3d', 'walking2')
   prep = prepare_trial(trial, settings.prepare, demo_model.parents)
   assert prep.structure.segment_joints and prep.structure.offset_joints
   model = joint_model(demo_model)

@@ -13,7 +13,7 @@ from jaxfit.fit.lm import active_joints, lm_frames
 from jaxfit.fit.losses import total_loss
 from jaxfit.fit.pipeline import _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
-from tests.conftest import make_settings
+from tests.conftest import make_settings, read_real_trial
 
 
 def _state(demo_model, seed=3, frames=40):
@@ -107,15 +107,8 @@ def test_orientation_error_jacobian_matches_finite_differences():
 def test_the_per_frame_solve_cost_with_orientations_is_the_losses_total(demo_model):
   """With the segment-orientation term (3 rows per segment, analytic Jacobian)
   the per-frame solve's cost is still losses' total, before and after steps."""
-  import os
-  import pytest
-  real = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared',
-                      'data', 'real', 'dev_opencap_unfiltered.b3d')
-  if not os.path.exists(real):
-    pytest.skip('no ../shared/data/real here')
-  from jaxfit.io.b3d import read_b3d_trials
   settings = make_settings(**{'max_frames': 20})
-  trial = read_b3d_trials(real, trials=['walking2'])[0]
+  trial = read_real_trial('dev_opencap_unfiltered.b3d', 'walking2')
   prep = prepare_trial(trial, settings.prepare, demo_model.parents)
   assert prep.structure.segment_joints
   model = joint_model(demo_model)
