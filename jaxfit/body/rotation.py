@@ -90,10 +90,12 @@ def matrix_to_axis_angle(matrix):
 
 
 @jax.jit
-def continuous_axis_angle(axis_angle):
+def continuous_axis_angle(axis_angle, previous=None):
   """[T, ..., 3] -> the same rotations with, frame by frame, the axis-angle
   representative (angle + 2 pi k about the same axis) nearest the previous
-  frame's, so trajectories have no 2 pi jumps. Frame 0 is kept as it is."""
+  frame's, so trajectories have no 2 pi jumps. Frame 0 is kept as it is, or,
+  given previous [..., 3] (the frame before, e.g. the last of the previous
+  chunk of a trial), made nearest to it."""
   def nearest(prev, v):
     angle = jnp.sqrt(jnp.sum(v * v, -1, keepdims=True))
     axis = v / jnp.where(angle > 0, angle, 1.0)
@@ -101,5 +103,7 @@ def continuous_axis_angle(axis_angle):
     k = jnp.round((jnp.sum(axis * prev, -1, keepdims=True) - angle) / (2 * jnp.pi))
     out = jnp.where(angle > 0, (angle + 2 * jnp.pi * k) * axis, v)
     return out, out
+  if previous is not None:
+    return jax.lax.scan(nearest, previous, axis_angle)[1]
   _, rest = jax.lax.scan(nearest, axis_angle[0], axis_angle[1:])
   return jnp.concatenate([axis_angle[:1], rest], 0)

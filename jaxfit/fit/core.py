@@ -85,7 +85,8 @@ def fit_blocks(model: JointModel, betas, offsets, poses, trans, targets: Targets
   betas [B] and offsets [M,3] m (shared, carried from block to block);
   poses [N,K,24,3] rad; trans [N,K,3] m; targets: Targets with leading [N,K];
   anchor: the frame before block 0 (valid=0 for none).
-  Returns (betas, offsets, poses, trans, loss [N]).
+  Returns (betas, offsets, poses, trans, loss [N], the anchor after the last
+  block: what a following call continues from).
   """
   def body(carry, block):
     betas_c, offsets_c, prev = carry
@@ -104,6 +105,6 @@ def fit_blocks(model: JointModel, betas, offsets, poses, trans, targets: Targets
         prev)
     return (params.betas, params.offsets, new_prev), (params.poses, params.trans, loss)
 
-  (betas, offsets, _), (poses, trans, losses) = jax.lax.scan(
+  (betas, offsets, last), (poses, trans, losses) = jax.lax.scan(
       body, (betas, offsets, anchor), (poses, trans, targets))
-  return betas, offsets, poses, trans, losses
+  return betas, offsets, poses, trans, losses, last

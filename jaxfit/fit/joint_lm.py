@@ -48,8 +48,10 @@ import jax.scipy.linalg
 import numpy as np
 
 from jaxfit.body.model import JointModel
+from jaxfit.runtime import compiled
 from jaxfit.fit.lm import active_joints, joints_and_jacobian, orientation_rows
-from jaxfit.fit.lm_common import MAX_ROTATION_STEP, damped, next_damping, rotate, step_scale
+from jaxfit.fit.lm_common import (DAMPING_DOWN, DAMPING_UP, MAX_ROTATION_STEP, damped, rotate,
+                                  step_scale)
 from jaxfit.fit.losses import orientation_error, posed_mapped_joints, posed_points_and_rotations
 from jaxfit.fit.types import FitParams, FitStructure, LossWeights, Targets
 
@@ -139,20 +141,29 @@ def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
   return jnp.concatenate([r_b, r_o]), jac.reshape(n_s, n_s).astype(betas.dtype)
 
 
-def noise_shape_prior_weight(position_cost, dof_used, targets: Targets, weights: LossWeights,
-                             num_betas, num_mapped, noise_floor_m):
+def data_totals(targets: Targets, num_mapped):
+  """(slots, total weight, n) of a trial's targets (NumPy, every frame): real
+  frames x mapped joints, the summed position weight of the observed samples,
+  and 3 x the number of observed samples (`noise_shape_prior_weight`)."""
+  exists = np.asarray(targets.exists, np.float64)
+  weight = np.asarray(targets.weight, np.float64)
+  observed = exists[:, None] * (weight > 0)
+  return (max(float(exists.sum()) * num_mapped, 1e-9), max(float((weight * observed).sum()), 1e-9),
+          3.0 * float(observed.sum()))
+
+
+def noise_shape_prior_weight(position_cost, dof_used, totals, weights: LossWeights, num_betas,
+                             noise_floor_m):
   """The shape prior's weight that the data call for (empirical Bayes).
 
   position_cost: the current weighted position cost (w_pos sum w |d|^2 / (N M));
   dof_used: the residual degrees of freedom the poses absorb (hat-matrix trace);
+  totals: `data_totals` of the targets (slots N M, sum w, n);
   returns B sigma^2 w_pos / (N M) with the unbiased noise variance per
   coordinate sigma^2 = sum w |d|^2 / sum w * n / (3 (n - p)) (n = 3 x the
   observed joint samples, p = dof_used), at least noise_floor_m^2.
   """
-  slots = jnp.maximum(jnp.sum(targets.exists) * num_mapped, 1e-9)
-  observed = targets.exists[:, None] * (targets.weight > 0)
-  total_weight = jnp.maximum(jnp.sum(targets.weight * observed), 1e-9)
-  n = 3.0 * jnp.sum(observed)
+  slots, total_weight, n = totals
   w_pos = jnp.maximum(weights.position, 1e-12)
   sigma_sq = (position_cost * slots / (w_pos * total_weight)
               * n / (3.0 * jnp.maximum(n - dof_used, 0.05 * n)))
@@ -226,20 +237,23 @@ def _bounded_step(schur, rhs, proj, betas, beta_bound):
   return d
 
 
-def _norms(targets: Targets, structure: FitStructure):
+def frame_norms(targets: Targets, structure: FitStructure):
   """Normalisers of the position, pose-prior and orientation residuals (counts
-  of real frames x slots, as losses.py)."""
-  frames = jnp.sum(targets.exists)
-  return (jnp.maximum(frames * len(structure.smpl_index), 1e-9), jnp.maximum(frames * 69, 1e-9),
-          jnp.maximum(frames * len(structure.segment_joints), 1e-9))
+  of real frames x slots, as losses.py), over every frame of the trial (NumPy:
+  the chunks of a trial share them)."""
+  xp = np if isinstance(targets.exists, np.ndarray) else jnp     # traced in shape_information
+  frames = xp.sum(targets.exists)
+  return (xp.maximum(frames * len(structure.smpl_index), 1e-9), xp.maximum(frames * 69, 1e-9),
+          xp.maximum(frames * len(structure.segment_joints), 1e-9))
 
 
-def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure):
+def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure, norms):
   """Gauss-Newton pieces of the data terms (position, orientation, pose prior), frames [T]:
-  h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], h_ss [n_s,n_s], g_s [n_s], cost."""
+  h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], and these frames' sums
+  h_ss [n_s,n_s], g_s [n_s], cost, position_cost, dof_used. norms: `frame_norms`."""
   active = active_joints(model.parents, structure)
   m = len(structure.smpl_index)
-  pos_norm, pose_norm, seg_norm = _norms(targets, structure)
+  pos_norm, pose_norm, seg_norm = norms
   systems = jax.vmap(_frame_system,
                      in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
   r, j_pos, j_s, j_ori, prior_sq = systems(model, betas, offsets, poses, trans, targets, weights,
@@ -274,7 +288,8 @@ def shape_information(model: JointModel, betas, offsets, poses, trans, targets: 
   the data terms' Gauss-Newton matrix, priors excluded. Directions with a
   (near) zero eigenvalue are shapes the joint positions cannot determine
   (a pose change compensates them exactly); the priors decide those."""
-  lin = _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure)
+  lin = _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure,
+                               frame_norms(targets, structure))
   n_x = lin['h_xx'].shape[-1]
   scale = jnp.max(jnp.diagonal(lin['h_xx'], axis1=-2, axis2=-1))
   h_xx = lin['h_xx'] + 1e-9 * scale * jnp.eye(n_x, dtype=poses.dtype)
@@ -282,10 +297,125 @@ def shape_information(model: JointModel, betas, offsets, poses, trans, targets: 
   return lin['h_ss'] - jnp.einsum('tis,tij->sj', lin['h_xs'], inv_h_xs)
 
 
+# ---- The solve, in fixed chunks of frames.
+#
+# The frames enter the shared (Schur-reduced) system only through sums over
+# frames, and each frame's step depends only on its own blocks and the shared
+# step. So every program below sees one chunk of frames (a fixed number,
+# whatever the trial's length) and the host adds the chunks' sums: one set of
+# executables serves every trial length. Per iteration: each chunk's damped
+# solve and its share of the Schur system (`_chunk_reduce`), the bounded
+# shared step (`_shared_step`), each chunk's back-substituted step and trial
+# cost (`_chunk_apply`), and, if the step is taken, each chunk's new
+# linearisation (`_chunk_linearise`).
+
+
+def _project(betas, offsets, beta_bound, offset_bound):
+  """Betas clipped to the box, each offset's length to its bound [M] (jnp or
+  NumPy arrays alike)."""
+  xp = np if isinstance(offsets, np.ndarray) else jnp
+  norm = xp.linalg.norm(offsets, axis=-1, keepdims=True)
+  return (xp.clip(betas, -beta_bound, beta_bound),
+          offsets * xp.minimum(1.0, offset_bound[:, None] / xp.maximum(norm, 1e-12)))
+
+
 @functools.partial(jax.jit, static_argnames=('structure',))
+def _chunk_linearise(model, betas, offsets, poses, trans, targets, weights, norms, *, structure):
+  """`_data_normal_equations` of one chunk of frames (norms: the trial's)."""
+  return _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure,
+                                norms)
+
+
+@jax.jit
+def _chunk_reduce(h_xx, h_xs, g_x, damping):
+  """One chunk's damped frame solves and its share of the Schur system:
+  (H_tt^-1 H_ts [K,n_x,n_s], H_tt^-1 g_t [K,n_x], -sum H_st H_tt^-1 H_ts,
+  -sum H_st H_tt^-1 g_t); one factorisation of each frame's block for both."""
+  both = jnp.linalg.solve(damped(h_xx, damping), jnp.concatenate([h_xs, g_x[..., None]], -1))
+  inv_h_xs, inv_g_x = both[..., :-1], both[..., -1]
+  return (inv_h_xs, inv_g_x, -jnp.einsum('tis,tij->sj', h_xs, inv_h_xs),
+          -jnp.einsum('tis,ti->s', h_xs, inv_g_x))
+
+
+def _shape_weight(position_cost, dof_used, totals, weights, num_betas, auto_prior, noise_floor_m):
+  data = noise_shape_prior_weight(position_cost, dof_used, totals, weights, num_betas,
+                                  noise_floor_m)
+  return auto_prior * data + (1 - auto_prior) * weights.shape_prior
+
+
+@functools.partial(jax.jit, static_argnames=('offset_free',))
+def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, position_cost, dof_used,
+                 totals, weights, damping, beta_bound, offset_bound, auto_prior, noise_floor_m,
+                 *, offset_free):
+  """The shared step of one iteration from the summed pieces: the shape
+  prior's weight, the priors added, the bounded minimiser of the reduced model
+  (`_bounded_step`), capped and projected onto the bounds. Returns (new betas,
+  new offsets, the step [n_s] they amount to, the shape prior's weight, the
+  current cost's prior part)."""
+  nb = betas.shape[0]
+  free = np.asarray(offset_free, int)
+  w_shape = _shape_weight(position_cost, dof_used, totals, weights, nb, auto_prior, noise_floor_m)
+  r_p, j_p = _shared_prior(betas, offsets, w_shape, weights.offset_prior, offset_free)
+  schur = damped(h_ss + j_p.T @ j_p, damping) + schur_frames
+  rhs = g_s + j_p.T @ r_p + rhs_frames
+  # Active bounds: solve only in the directions the bounds leave free.
+  proj = _bound_projector(betas, offsets, rhs, beta_bound, offset_bound, free)
+  d_s = _bounded_step(schur, rhs, proj, betas, beta_bound)
+  d_s = d_s * step_scale(d_s[:nb], _MAX_BETA_STEP)
+  d_off = d_s[nb:].reshape(-1, 3)
+  if len(free):
+    d_off = d_off * step_scale(d_off, _MAX_OFFSET_STEP)
+  o_new = offsets.at[free].add(d_off) if len(free) else offsets
+  b_new, o_new = _project(betas + d_s[:nb], o_new, beta_bound, offset_bound)
+  taken = jnp.concatenate([b_new - betas, (o_new[free] - offsets[free]).reshape(-1)])
+  return b_new, o_new, taken, w_shape, jnp.sum(r_p * r_p)
+
+
+@functools.partial(jax.jit, static_argnames=('offset_free',))
+def _prior_cost(betas, offsets, w_shape, weights, *, offset_free):
+  """The shape and offset priors' cost at shape-prior weight w_shape."""
+  r_p, _ = _shared_prior(betas, offsets, w_shape, weights.offset_prior, offset_free)
+  return jnp.sum(r_p * r_p)
+
+
+@functools.partial(jax.jit, static_argnames=('offset_free',))
+def _final_prior(betas, offsets, position_cost, dof_used, totals, weights, auto_prior,
+                 noise_floor_m, *, offset_free):
+  """(the shape prior's weight at the final fit, the priors' cost there)."""
+  w_shape = _shape_weight(position_cost, dof_used, totals, weights, betas.shape[0], auto_prior,
+                          noise_floor_m)
+  r_p, _ = _shared_prior(betas, offsets, w_shape, weights.offset_prior, offset_free)
+  return w_shape, jnp.sum(r_p * r_p)
+
+
+@functools.partial(jax.jit, static_argnames=('structure',))
+def _chunk_apply(model, betas, offsets, poses, trans, targets, weights, norms, inv_h_xs, inv_g_x,
+                 d_s, *, structure):
+  """One chunk's frames after the shared step d_s [n_s] (betas, offsets: the
+  shared unknowns after it): each frame's step -(H_tt^-1 g_t + H_tt^-1 H_ts
+  d_s), capped per frame, and the chunk's data cost there. Returns (poses,
+  trans, cost)."""
+  active = active_joints(model.parents, structure)
+  act = np.asarray(active)
+  d_x = -(inv_g_x + jnp.einsum('tij,j->ti', inv_h_xs, d_s))
+  d_x = d_x * targets.exists[:, None]
+  d_x = d_x * step_scale(d_x, MAX_ROTATION_STEP, axis=-1)   # per frame
+  poses = poses.at[:, act].set(rotate(poses[:, act], d_x[:, :-3].reshape(len(poses), -1, 3)))
+  trans = trans + d_x[:, -3:]
+  residuals = jax.vmap(_frame_residual,
+                       in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
+  r = residuals(model, betas, offsets, poses, trans, targets, weights, structure, active, *norms)
+  return poses, trans, jnp.sum(r * r)
+
+
+def _default_call(fn, args, static=None):
+  return compiled.call(fn, args, static)
+
+
 def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
              weights: LossWeights, iterations, offset_bound, beta_bound, auto_prior=0.0,
-             noise_floor_m=1e-4, *, structure: FitStructure, initial_damping=1e-2):
+             noise_floor_m=1e-4, *, structure: FitStructure, initial_damping=1e-2,
+             chunk_frames=128, call=None):
   """Solves all frames' poses with the shared betas and offsets together.
 
   betas [B]; offsets [M,3] m (in each mapped SMPL joint's frame; only the
@@ -294,99 +424,68 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   beta_bound] (standard-normal units: a plausible body), on top of the shape
   prior; poses [T,24,3] rad (joints that move no target are left as they are);
   trans [T,3] m; targets with leading [T] (padding frames have exists 0);
-  iterations: traced int; auto_prior: 1 = the shape prior's weight follows the
+  iterations: int; auto_prior: 1 = the shape prior's weight follows the
   data (`noise_shape_prior_weight`, floor noise_floor_m), 0 = weights.shape_prior.
-  Returns (betas, offsets, poses, trans, final loss, shape prior weight used).
+  The frames go through the compiled programs in chunks of chunk_frames (the
+  last one padded): every trial length runs the same executables. call(fn,
+  args, static): how a program is run (default compiled.call; the pipeline
+  passes its own, which times it or, when prefetching, only readies it).
+  Returns (betas, offsets, poses, trans, final loss, shape prior weight used),
+  NumPy arrays.
   """
-  offset_free = structure.offset_joints
-  active = active_joints(model.parents, structure)
-  act = np.asarray(active)
-  free = np.asarray(offset_free, int)
-  m = len(structure.smpl_index)
-  nb = betas.shape[0]
-  offset_bound = jnp.broadcast_to(jnp.asarray(offset_bound, poses.dtype), (m,))
-  norms = _norms(targets, structure)
-  residuals = jax.vmap(_frame_residual,
-                       in_axes=(None, None, None, 0, 0, 0, None, None, None, None, None, None))
+  call = call or _default_call
+  targets = jax.tree.map(np.asarray, targets)
+  poses, trans = np.asarray(poses), np.asarray(trans)
+  dtype = poses.dtype
+  n, m = poses.shape[0], len(structure.smpl_index)
+  k = int(chunk_frames)
+  padded = -(-n // k) * k
+  pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
+  split = lambda a: [a[s:s + k] for s in range(0, padded, k)]
+  tgt = [Targets(*parts) for parts in zip(*[split(pad(a)) for a in jax.tree.leaves(targets)])]
+  poses_c, trans_c = split(pad(poses)), split(pad(trans))
+  norms = tuple(np.asarray(v, dtype) for v in frame_norms(targets, structure))
+  totals = tuple(np.asarray(v, dtype) for v in data_totals(targets, m))
+  scalar = lambda v: np.asarray(v, dtype)
+  offset_bound = np.broadcast_to(np.asarray(offset_bound, dtype), (m,))
+  bounds = (scalar(beta_bound), offset_bound)
+  weights = jax.tree.map(scalar, weights)
+  prior_args = (scalar(auto_prior), scalar(noise_floor_m))
+  static = dict(structure=structure)
+  shared_static = dict(offset_free=structure.offset_joints)
 
-  def shape_weight(lin):
-    data = noise_shape_prior_weight(lin['position_cost'], lin['dof_used'], targets, weights, nb, m,
-                                    noise_floor_m)
-    return auto_prior * data + (1 - auto_prior) * weights.shape_prior
-
-  def with_prior(lin, state, w_shape):
-    """The data terms' pieces plus the priors at this shape-prior weight."""
-    b, o, _, _ = state
-    r_p, j_p = _shared_prior(b, o, w_shape, weights.offset_prior, offset_free)
-    return dict(lin, h_ss=lin['h_ss'] + j_p.T @ j_p, g_s=lin['g_s'] + j_p.T @ r_p,
-                cost=lin['cost'] + jnp.sum(r_p * r_p))
-
-  def linearise(state):
-    b, o, p, t = state
-    return _data_normal_equations(model, b, o, p, t, targets, weights, structure)
-
-  def cost_of(state, w_shape):
-    b, o, p, t = state
-    r = residuals(model, b, o, p, t, targets, weights, structure, active, *norms)
-    r_p, _ = _shared_prior(b, o, w_shape, weights.offset_prior, offset_free)
-    return jnp.sum(r * r) + jnp.sum(r_p * r_p)
-
-  def project(b, o):
-    norm = jnp.linalg.norm(o, axis=-1, keepdims=True)
-    return (jnp.clip(b, -beta_bound, beta_bound),
-            o * jnp.minimum(1.0, offset_bound[:, None] / jnp.maximum(norm, 1e-12)))
-
-  def shared_step(state, d_s):
-    """The shared step actually taken: d_s capped, then projected onto the
-    bounds, as (new betas, new offsets, the step [n_s] they amount to)."""
-    b, o, _, _ = state
-    d_s = d_s * step_scale(d_s[:nb], _MAX_BETA_STEP)
-    d_off = d_s[nb:].reshape(-1, 3)
-    if len(free):
-      d_off = d_off * step_scale(d_off, _MAX_OFFSET_STEP)
-    o_new = o.at[free].add(d_off) if len(free) else o
-    b_new, o_new = project(b + d_s[:nb], o_new)
-    return b_new, o_new, jnp.concatenate([b_new - b, (o_new[free] - o[free]).reshape(-1)])
-
-  def apply(state, d_x, b_new, o_new):
-    _, _, p, t = state
-    p = p.at[:, act].set(rotate(p[:, act], d_x[:, :-3].reshape(len(p), -1, 3)))
-    return b_new, o_new, p, t + d_x[:, -3:]
-
-  def step(_, carry):
-    state, data_lin, damping, _ = carry
-    w_shape = shape_weight(data_lin)
-    lin = with_prior(data_lin, state, w_shape)
-    # One factorisation of each frame's damped block for both right-hand sides.
-    both = jnp.linalg.solve(damped(lin['h_xx'], damping),
-                            jnp.concatenate([lin['h_xs'], lin['g_x'][..., None]], -1))
-    inv_h_xs, inv_g_x = both[..., :-1], both[..., -1]                  # [T,n_x,n_s], [T,n_x]
-    schur = damped(lin['h_ss'], damping) - jnp.einsum('tis,tij->sj', lin['h_xs'], inv_h_xs)
-    rhs = lin['g_s'] - jnp.einsum('tis,ti->s', lin['h_xs'], inv_g_x)
-    # Active bounds: solve only in the directions the bounds leave free.
-    proj = _bound_projector(state[0], state[1], rhs, beta_bound, offset_bound, free)
-    d_s = _bounded_step(schur, rhs, proj, state[0], beta_bound)
-    # Every frame's step answers the shared step actually taken (capped and
-    # projected), not the one solved for.
-    b_new, o_new, d_s = shared_step(state, d_s)
-    d_x = -(inv_g_x + jnp.einsum('tij,j->ti', inv_h_xs, d_s))
-    d_x = d_x * targets.exists[:, None]
-    d_x = d_x * step_scale(d_x, MAX_ROTATION_STEP, axis=-1)   # per frame
-    trial_state = apply(state, d_x, b_new, o_new)
-    trial_cost = cost_of(trial_state, w_shape)
-    better = trial_cost < lin['cost']
-    new_state = jax.tree.map(lambda a, c: jnp.where(better, a, c), trial_state, state)
-    new_lin = jax.lax.cond(better, linearise, lambda s: data_lin, new_state)
-    return new_state, new_lin, next_damping(better, damping), w_shape
+  def linearise(b, o, ps, ts):
+    lins = [call(_chunk_linearise, (model, b, o, p, t, g, weights, norms), static)
+            for p, t, g in zip(ps, ts, tgt)]
+    return lins, {key: np.asarray(sum(np.asarray(l[key], np.float64) for l in lins), dtype)
+                  for key in ('h_ss', 'g_s', 'cost', 'position_cost', 'dof_used')}
 
   # Start inside the bounds (the closed-form initial shape may lie outside),
   # or every step that the bound clips would be rejected.
-  betas, offsets = project(betas, offsets)
-  state = (betas, offsets, poses, trans)
-  data_lin = linearise(state)
-  state, data_lin, _, _ = jax.lax.fori_loop(
-      0, iterations, step, (state, data_lin, jnp.asarray(initial_damping, poses.dtype),
-                            shape_weight(data_lin)))
-  w_shape = shape_weight(data_lin)
-  b, o, p, t = state
-  return b, o, p, t, with_prior(data_lin, state, w_shape)['cost'], w_shape
+  b, o = _project(np.asarray(betas, dtype), np.asarray(offsets, dtype), *bounds)
+  b, o = b.astype(dtype), o.astype(dtype)
+  lins, sums = linearise(b, o, poses_c, trans_c)
+  damping = float(initial_damping)
+  for _ in range(int(iterations)):
+    reduced = [call(_chunk_reduce, (l['h_xx'], l['h_xs'], l['g_x'], scalar(damping))) for l in lins]
+    schur_frames = np.asarray(sum(np.asarray(r[2], np.float64) for r in reduced), dtype)
+    rhs_frames = np.asarray(sum(np.asarray(r[3], np.float64) for r in reduced), dtype)
+    b_new, o_new, d_s, w_shape, prior_now = call(
+        _shared_step, (b, o, sums['h_ss'], sums['g_s'], schur_frames, rhs_frames,
+                       sums['position_cost'], sums['dof_used'], totals, weights, scalar(damping),
+                       *bounds, *prior_args), shared_static)
+    applied = [call(_chunk_apply, (model, b_new, o_new, p, t, g, weights, norms, r[0], r[1], d_s),
+                    static) for p, t, g, r in zip(poses_c, trans_c, tgt, reduced)]
+    trial_cost = (sum(float(a[2]) for a in applied)
+                  + float(call(_prior_cost, (b_new, o_new, w_shape, weights), shared_static)))
+    better = trial_cost < float(sums['cost']) + float(prior_now)
+    if better:
+      b, o = np.asarray(b_new), np.asarray(o_new)
+      poses_c, trans_c = [a[0] for a in applied], [a[1] for a in applied]
+      lins, sums = linearise(b, o, poses_c, trans_c)
+    damping = damping / DAMPING_DOWN if better else damping * DAMPING_UP
+  w_shape, prior_cost = call(_final_prior, (b, o, sums['position_cost'], sums['dof_used'], totals,
+                                            weights, *prior_args), shared_static)
+  return (b, o, np.concatenate([np.asarray(p) for p in poses_c])[:n],
+          np.concatenate([np.asarray(t) for t in trans_c])[:n],
+          np.asarray(float(sums['cost']) + float(prior_cost), dtype), np.asarray(w_shape, dtype))

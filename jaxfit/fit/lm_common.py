@@ -35,6 +35,10 @@ def rotate(axis_angle, increment):
   return matrix_to_axis_angle(axis_angle_to_matrix(axis_angle) @ axis_angle_to_matrix(increment))
 
 
+# An accepted step divides the damping by DAMPING_DOWN, a rejected one multiplies it by DAMPING_UP.
+DAMPING_DOWN, DAMPING_UP = 3.0, 4.0
+
+
 def next_damping(better, damping):
   """Accepted step: a third of the damping; rejected: four times it."""
-  return jnp.where(better, damping / 3.0, damping * 4.0)
+  return jnp.where(better, damping / DAMPING_DOWN, damping * DAMPING_UP)

@@ -204,7 +204,11 @@ class FitOptions:
   (frame by frame); dtype: 'float32' or 'float64' (float64 needs
   jax_enable_x64, which the caller enables); loss: LossWeights;
   joint_lr: 24 per-SMPL-joint learning-rate multipliers; max_passes: stages
-  3+4 repeated; whiten_betas: Adam on a whitened shape basis.
+  3+4 repeated; whiten_betas: Adam on a whitened shape basis;
+  chunk_frames: frames per compiled call (every program sees a fixed chunk of
+  frames, so one set of executables serves every trial length; 0 = auto:
+  `auto_chunk_frames`, 128 on CPU, more on accelerators, whose throughput
+  grows with the batch).
   """
   variant: str = 'simultaneous'
   dtype: str = 'float32'
@@ -216,6 +220,7 @@ class FitOptions:
   sequence: SequenceOptions = SequenceOptions()
   max_passes: int = 1
   whiten_betas: bool = True
+  chunk_frames: int = 0
 
   def __post_init__(self):
     _check(self.variant in VARIANTS, 'variant', f'must be one of {VARIANTS}, got {self.variant!r}')
@@ -229,6 +234,19 @@ class FitOptions:
       getattr(self, name).validate(name)
     _check(_is_int(self.max_passes) and self.max_passes >= 1, 'max_passes',
            f'must be an integer >= 1, got {self.max_passes!r}')
+    _check(_is_int(self.chunk_frames) and (self.chunk_frames == 0 or self.chunk_frames >= 16),
+           'chunk_frames', f'must be 0 (auto) or an integer >= 16, got {self.chunk_frames!r}')
 
   def stage(self, name) -> StageOptions:
     return getattr(self, name)
+
+
+# Frames per compiled call by default, per JAX backend: on CPU a chunk of 128
+# frames already fills the cores (measured: benchmarks/accelerator.py); an
+# accelerator's throughput grows with the batch until it is full.
+AUTO_CHUNK_FRAMES = dict(cpu=128, gpu=2048, tpu=2048)
+
+
+def auto_chunk_frames(chunk_frames: int, backend: str) -> int:
+  """chunk_frames, or for 0 (auto) the default of the JAX backend ('cpu', 'gpu', 'tpu')."""
+  return int(chunk_frames) or AUTO_CHUNK_FRAMES.get(backend, 128)

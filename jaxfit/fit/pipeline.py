@@ -37,11 +37,14 @@ from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, sh
 from jaxfit.fit.joint_lm import joint_lm
 from jaxfit.fit.lm import active_joints, lm_frames
 from jaxfit.fit.losses import posed_mapped_joints
-from jaxfit.fit.options import FitOptions
+from jaxfit.fit.options import FitOptions, auto_chunk_frames
 from jaxfit.fit.types import (LOSS_TERMS, FitParams, FitStructure, LossWeights, StageHyper,
                               Targets, TrialArrays, empty_anchor)
 
-LM_CHUNK = 128  # frames per Levenberg-Marquardt call (independent frames)
+# The Adam windows' overlap: each window of chunk_frames frames keeps its
+# middle chunk_frames - 2 * halo frames and gives the halo on either side
+# (frames the neighbouring windows keep) only as context for the temporal terms.
+HALO_FRACTION = 16   # halo = chunk_frames // HALO_FRACTION frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +118,6 @@ def stage_hyper(options: FitOptions, stage: str, num_betas: int, betas_lr: float
                                            else np.asarray(x).dtype), hyper)
 
 
-def _blocks(x, n, k):
-  return x.reshape((n, k) + x.shape[1:])
-
-
 def _targets(prep: TrialArrays, trans_prior, index=None, dtype=np.float32, frame_offsets=None):
   """Targets of the fit; frame_offsets [S,3,3]: each segment pair's constant
   offset C (default: from the rest poses), so the SMPL joint targets A R_os C."""
@@ -153,14 +152,30 @@ def refine_frame_offsets(segment_rotations, segment_weight, fitted, rest_offsets
   return u @ (np.eye(3)[None] * np.stack([np.ones_like(d), np.ones_like(d), d], -1)[:, None]) @ vt
 
 
-def _call(fn, args, static=None, timings=None, name=None):
+def _call(fn, args, static=None, timings=None, name=None, host=True):
   """compiled.call with host (NumPy) results: the glue between stages stays
   on the host, so no operation outside the compiled programs is traced or
-  compiled (each would cost milliseconds to compile in every process)."""
-  return jax.tree.map(np.asarray, compiled.call(fn, args, static, timings, name))
+  compiled (each would cost milliseconds to compile in every process).
+  host=False leaves them on the device (a solver's chunks between calls)."""
+  out = compiled.call(fn, args, static, timings, name)
+  return jax.tree.map(np.asarray, out) if host else out
+
+
+def _frames_padded(a, length, front=0):
+  """a [T,...] with zero frames before (front) and after, to `length` frames."""
+  return np.concatenate([np.zeros((front,) + a.shape[1:], a.dtype), a,
+                         np.zeros((length - front - a.shape[0],) + a.shape[1:], a.dtype)])
 
 
 _axis_angle_jit = jax.jit(matrix_to_axis_angle)
+
+
+@jax.jit
+def _continuous_chunk(poses, previous, first):
+  """continuous_axis_angle of one chunk [K,24,3] of a trial's poses, continuing
+  from the previous chunk's last frame [24,3]; first=1 for the first chunk
+  (its frame 0 is kept as it is)."""
+  return jnp.where(first > 0, continuous_axis_angle(poses), continuous_axis_angle(poses, previous))
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
@@ -170,6 +185,11 @@ def _posed(model, betas, offsets, poses, trans, structure):
   joints, rotations = jax.vmap(lambda p, t: forward_kinematics(model, betas, p, t))(poses, trans)
   points = posed_mapped_joints(model, FitParams(betas, poses, trans, offsets), structure)
   return joints, rotations, points
+
+
+def options_chunk_frames(options: FitOptions) -> int:
+  """Frames per compiled call: options.chunk_frames, or the backend's default."""
+  return auto_chunk_frames(options.chunk_frames, jax.default_backend())
 
 
 def _sample_frames(prep: TrialArrays, count: int):
@@ -242,6 +262,7 @@ class _Fit:
     # skeleton, hands, head) are left in a neutral rest pose, never optimised.
     self.active = active_joints(model.parents, structure)
     self.sequential = options.variant == 'sequential'
+    self.chunk = options_chunk_frames(options)
 
   def initial_state(self) -> FitState:
     """Zero shape and offsets; rest pose; translation set by stage 1."""
@@ -255,12 +276,28 @@ class _Fit:
 
   # ---- the compiled programs and the helpers around them
 
-  def call(self, fn, args, static=None, name=None):
-    """Runs a compiled program (host results); with prefetch, readies it."""
+  def call(self, fn, args, static=None, name=None, host=True):
+    """Runs a compiled program (host results; host=False: on the device);
+    with prefetch, readies it."""
     if self.prefetch:
       out = compiled.prefetch(fn, args, static, self.timings)
       return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), out)
-    return _call(fn, args, static, self.timings, name)
+    return _call(fn, args, static, self.timings, name, host)
+
+  def per_frame(self, fn, args, frame_args, static=None, name=None):
+    """fn on fixed chunks of self.chunk frames: the arguments at positions
+    frame_args (pytrees with leading [T]) are cut into chunks (the last padded
+    with zero frames), the others passed whole; every output has leading
+    [chunk] and is joined back to [T]. One executable for every length."""
+    n = jax.tree.leaves(args[frame_args[0]])[0].shape[0]
+    padded = -(-n // self.chunk) * self.chunk
+    args = [jax.tree.map(lambda a: _frames_padded(a, padded), x) if i in frame_args else x
+            for i, x in enumerate(args)]
+    outs = [self.call(fn, tuple(jax.tree.map(lambda a: a[start:start + self.chunk], x)
+                                if i in frame_args else x for i, x in enumerate(args)),
+                      static, name)
+            for start in range(0, padded, self.chunk)]
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
 
   def hyper(self, stage, betas_lr, **kw):
     return stage_hyper(self.options, stage, self.nb, betas_lr, dtype=self.dtype,
@@ -270,47 +307,105 @@ class _Fit:
     """Targets of state s (its root path prior and frame offsets), of frames `index`."""
     return _targets(self.prep, s.trans_prior, index, self.dtype, s.frame_offsets)
 
-  def adam(self, name, state, poses, trans, targets, hyper, num_blocks, loss_name=None):
-    """The one compiled Adam core on num_blocks blocks of the frames (1 x T or
-    T x 1): (betas, poses, trans); offsets stay as they are (multiplier 0).
-    Times go to `name`, the loss to loss_name (default name)."""
-    k = poses.shape[0] // num_blocks
-    args = (self.model, state.betas, state.offsets, _blocks(poses, num_blocks, k),
-            _blocks(trans, num_blocks, k), jax.tree.map(lambda a: _blocks(a, num_blocks, k), targets),
-            jax.tree.map(np.asarray, empty_anchor(len(self.index), poses.dtype)), hyper)
-    betas, _, poses_b, trans_b, losses = self.call(fit_blocks, args, dict(structure=self.structure),
-                                                   name)
-    self.losses[loss_name or name] = float(np.sum(losses))
-    return betas, poses_b.reshape(poses.shape), trans_b.reshape(trans.shape)
+  def adam(self, name, state, poses, trans, targets, hyper, mode='windows', loss_name=None):
+    """The one compiled Adam core (fit_blocks) on the frames: (betas, poses,
+    trans); offsets stay as they are (multiplier 0). Times go to `name`, the
+    loss to loss_name (default name). mode:
+      'windows'    (the simultaneous variant): overlapping windows of
+                   self.chunk frames, one Adam state each, every frame kept
+                   from the window it is central in (`_windows`);
+      'sequential' chunks of self.chunk blocks of 1 frame, each frame
+                   warm-started from and tied to the previous one, the chain
+                   carried from call to call (the anchor);
+      'whole'      all frames in one block (a fixed-size sample: the shape stage).
+    Every trial length thus runs the same executables (windows, sequential),
+    and betas learned by a stage are carried from window to window."""
+    if mode == 'whole':
+      args = (self.model, state.betas, state.offsets, poses[None], trans[None],
+              jax.tree.map(lambda a: a[None], targets), self.no_anchor(poses.dtype), hyper)
+      betas, _, poses_b, trans_b, losses, _ = self.call(fit_blocks, args,
+                                                        dict(structure=self.structure), name)
+      self.losses[loss_name or name] = float(np.sum(losses))
+      return betas, poses_b[0], trans_b[0]
+    if mode == 'sequential':
+      return self._adam_sequential(name, state, poses, trans, targets, hyper, loss_name)
+    return self._adam_windows(name, state, poses, trans, targets, hyper, loss_name)
 
-  def lm(self, name, betas, offsets, poses, trans, targets, iters):
-    """Per-frame LM. Frames are independent here: one executable for fixed
-    chunks of LM_CHUNK frames serves every trial length and the shape sample."""
-    n = poses.shape[0]
-    padded = -(-n // LM_CHUNK) * LM_CHUNK
-    pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
+  def no_anchor(self, dtype):
+    return jax.tree.map(np.asarray, empty_anchor(len(self.index), dtype))
+
+  def _adam_windows(self, name, state, poses, trans, targets, hyper, loss_name):
+    """Window c holds frames [c S - h, c S + S + h) (S = chunk - 2 h, zero
+    frames beyond the trial), keeps [c S, c S + S). With the shape held (the
+    default), the windows are independent: Adam is elementwise, and the terms
+    of a frame reach only its neighbours (temporal, acceleration), which the
+    halo supplies. The loss is the frame-weighted mean of the windows'."""
+    n, w = poses.shape[0], self.chunk
+    h = max(1, w // HALO_FRACTION)
+    stride = w - 2 * h
+    count = -(-n // stride)
+    length = count * stride + 2 * h
+    ext = lambda a: _frames_padded(a, length, front=h)
+    poses_e, trans_e = ext(poses), ext(trans)
+    targets_e = jax.tree.map(ext, targets)
+    exists = np.asarray(targets.exists, np.float64)
+    betas, out_poses, out_trans, loss = state.betas, [], [], 0.0
+    for c in range(count):
+      window = slice(c * stride, c * stride + w)
+      args = (self.model, betas, state.offsets, poses_e[window][None], trans_e[window][None],
+              jax.tree.map(lambda a: a[window][None], targets_e), self.no_anchor(poses.dtype), hyper)
+      betas, _, poses_b, trans_b, losses, _ = self.call(fit_blocks, args,
+                                                        dict(structure=self.structure), name)
+      out_poses.append(poses_b[0, h:h + stride])
+      out_trans.append(trans_b[0, h:h + stride])
+      loss += float(np.sum(losses)) * exists[c * stride:(c + 1) * stride].sum()
+    self.losses[loss_name or name] = loss / max(exists.sum(), 1.0)
+    return betas, np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
+
+  def _adam_sequential(self, name, state, poses, trans, targets, hyper, loss_name):
+    """Frame by frame in chunks of self.chunk one-frame blocks; the anchor (the
+    last frame fitted) and the betas go from each call to the next."""
+    n, k = poses.shape[0], self.chunk
+    padded = -(-n // k) * k
+    pad = lambda a: _frames_padded(a, padded)[:, None]
     poses_p, trans_p = pad(poses), pad(trans)
     targets_p = jax.tree.map(pad, targets)
-    out_poses, out_trans, cost = [], [], 0.0
-    for start in range(0, padded, LM_CHUNK):
-      chunk = slice(start, start + LM_CHUNK)
-      p, t, c = self.call(lm_frames, (self.model, betas, offsets, poses_p[chunk], trans_p[chunk],
-                                      jax.tree.map(lambda a: a[chunk], targets_p),
-                                      self.init_weights, np.int32(iters)),
-                          dict(structure=self.structure, terms=self.options.init.terms), name)
-      out_poses.append(p)
-      out_trans.append(t)
-      cost += float(np.sum(c))
-    self.losses[name] = cost
-    return np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
+    anchor, betas = self.no_anchor(poses.dtype), state.betas
+    out_poses, out_trans, loss = [], [], 0.0
+    for start in range(0, padded, k):
+      chunk = slice(start, start + k)
+      args = (self.model, betas, state.offsets, poses_p[chunk], trans_p[chunk],
+              jax.tree.map(lambda a: a[chunk], targets_p), anchor, hyper)
+      betas, _, poses_b, trans_b, losses, anchor = self.call(fit_blocks, args,
+                                                             dict(structure=self.structure), name)
+      out_poses.append(poses_b[:, 0])
+      out_trans.append(trans_b[:, 0])
+      loss += float(np.sum(losses))
+    self.losses[loss_name or name] = loss
+    return betas, np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
+
+  def lm(self, name, betas, offsets, poses, trans, targets, iters):
+    """Per-frame LM (frames are independent here), in chunks of self.chunk frames."""
+    poses, trans, cost = self.per_frame(
+        lm_frames, (self.model, betas, offsets, poses, trans, targets, self.init_weights,
+                    np.int32(iters)), (3, 4, 5),
+        dict(structure=self.structure, terms=self.options.init.terms), name)
+    self.losses[name] = float(np.sum(cost))
+    return poses, trans
 
   def posed_root(self, name, betas, poses, frames_filled, frames_weight):
     """Closed-form (Kabsch) root rotation and translation of every frame."""
-    rot, trans = self.call(root_initialisation_jit, (self.model, betas, frames_filled, frames_weight),
-                           dict(smpl_index=self.index), name)
+    rot, trans = self.per_frame(root_initialisation_jit,
+                                (self.model, betas, frames_filled, frames_weight), (2, 3),
+                                dict(smpl_index=self.index), name)
     poses = poses.copy()
-    poses[:, 0] = self.call(_axis_angle_jit, (rot,), None, name)
+    poses[:, 0] = self.per_frame(_axis_angle_jit, (rot,), (0,), None, name)
     return poses, trans
+
+  def posed(self, betas, offsets, poses, trans):
+    """(joints [T,24,3], rotations [T,24,3,3], points [T,M,3]) of these poses."""
+    return self.per_frame(_posed, (self.model, betas, offsets, poses, trans), (3, 4),
+                          dict(structure=self.structure))
 
   # ---- stage 1: the initial pose of every frame (frames are independent here)
 
@@ -341,14 +436,13 @@ class _Fit:
 
   def init_adam(self, s: FitState) -> FitState:
     _, poses, trans = self.adam('init', s, s.poses, s.trans, self.targets(s),
-                                self.hyper('init', 0.0), 1)
+                                self.hyper('init', 0.0))
     return dataclasses.replace(s, poses=poses, trans=trans)
 
   def init_frame_offsets(self, s: FitState) -> FitState:
     """The constant frame offset of each segment pair, refined on this trial's
     stage-1 fit (which followed the rest-pose offsets), prior at the rest pose."""
-    _, rotations, _ = self.call(_posed, (self.model, s.betas, s.offsets, s.poses, s.trans),
-                                dict(structure=self.structure))
+    _, rotations, _ = self.posed(s.betas, s.offsets, s.poses, s.trans)
     n, prep = self.prep.num_frames, self.prep
     frame_offsets = refine_frame_offsets(
         prep.segment_rotations[:n], prep.segment_weight[:n],
@@ -358,19 +452,19 @@ class _Fit:
   # ---- stage 2: the shape (and the correspondence offsets)
 
   def shape_joint_lm(self, s: FitState) -> FitState:
-    """Every frame's pose, the betas and the offsets in one Gauss-Newton solve."""
+    """Every frame's pose, the betas and the offsets in one Gauss-Newton solve
+    (in chunks of self.chunk frames: joint_lm)."""
     options, shape = self.options, self.options.shape
-    betas, offsets, poses, trans, cost, prior_weight = self.call(
-        joint_lm, (self.model, s.betas, s.offsets, s.poses, s.trans, self.targets(s),
-                   options.loss, np.int32(shape.joint_iters),
-                   np.asarray(self.prep.offset_bound, self.dtype),
-                   np.asarray(shape.beta_bound, self.dtype),
-                   np.asarray(1.0 if shape.prior == 'auto' else 0.0, self.dtype),
-                   np.asarray(shape.noise_floor_m, self.dtype)),
-        dict(structure=self.structure), 'shape')
+    betas, offsets, poses, trans, cost, prior_weight = joint_lm(
+        self.model, s.betas, s.offsets, s.poses, s.trans, self.targets(s), options.loss,
+        shape.joint_iters, np.asarray(self.prep.offset_bound, self.dtype), shape.beta_bound,
+        1.0 if shape.prior == 'auto' else 0.0, shape.noise_floor_m, structure=self.structure,
+        chunk_frames=self.chunk,
+        call=lambda fn, args, static=None: self.call(fn, args, static, 'shape', host=False))
     self.losses['shape'] = float(cost)
     self.losses['shape_prior_weight'] = float(prior_weight)
-    return dataclasses.replace(s, betas=betas, offsets=offsets, poses=poses, trans=trans)
+    return dataclasses.replace(s, betas=np.asarray(betas, self.dtype),
+                               offsets=np.asarray(offsets, self.dtype), poses=poses, trans=trans)
 
   def shape_closed_form(self, s: FitState) -> FitState:
     """Exact least-squares betas for the sample's rotations, alternated with
@@ -398,7 +492,7 @@ class _Fit:
     shape, sample = self.options.shape, self.sample
     betas, sample_poses, sample_trans = self.adam(
         'shape', s, s.poses[sample], s.trans[sample], self.targets(s, sample),
-        self.hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=self.basis), 1)
+        self.hyper('shape', shape.lr, pose_lr=shape.pose_lr, beta_basis=self.basis), 'whole')
     poses, trans = s.poses.copy(), s.trans.copy()
     poses[sample], trans[sample] = sample_poses, sample_trans
     return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
@@ -410,22 +504,28 @@ class _Fit:
     hyper = self.hyper('pose', 0.0, iters=iters,
                        warm_start=self.options.pose.warm_start if self.sequential else 0.0)
     _, poses, trans = self.adam('pose', s, s.poses, s.trans, self.targets(s), hyper,
-                                s.poses.shape[0] if self.sequential else 1, loss_name)
+                                'sequential' if self.sequential else 'windows', loss_name)
     return dataclasses.replace(s, poses=poses, trans=trans)
 
   def sequence_adam(self, s: FitState, loss_name='sequence') -> FitState:
     """Whole-sequence refinement (smoothness, bone lengths, contact)."""
     betas, poses, trans = self.adam('sequence', s, s.poses, s.trans, self.targets(s),
                                     self.hyper('sequence', self.options.sequence.betas_lr,
-                                               beta_basis=self.basis), 1, loss_name)
+                                               beta_basis=self.basis), 'windows', loss_name)
     return dataclasses.replace(s, betas=betas, poses=poses, trans=trans)
 
   def outputs(self, s: FitState):
     """Continuous poses (no 2 pi jumps between frames), joints [T,24,3],
     global rotations [T,24,3,3] and points [T,M,3]."""
-    poses = self.call(continuous_axis_angle, (s.poses,))
-    joints, rotations, points = self.call(_posed, (self.model, s.betas, s.offsets, poses, s.trans),
-                                          dict(structure=self.structure))
+    k = self.chunk
+    padded = _frames_padded(s.poses, -(-s.poses.shape[0] // k) * k)
+    parts, previous = [], padded[0]
+    for start in range(0, padded.shape[0], k):
+      parts.append(self.call(_continuous_chunk, (padded[start:start + k], previous,
+                                                 np.asarray(start == 0, self.dtype))))
+      previous = parts[-1][-1]
+    poses = np.concatenate(parts)[:s.poses.shape[0]]
+    joints, rotations, points = self.posed(s.betas, s.offsets, poses, s.trans)
     return poses, joints, rotations, points
 
 

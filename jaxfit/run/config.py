@@ -166,7 +166,8 @@ def fit_config(inputs: InputOptions = InputOptions(), prepare: PrepareOptions = 
                    height_margin=prepare.height_margin),
       init=_stage_config(fit.init), shape=_stage_config(fit.shape), pose=_stage_config(fit.pose),
       sequence=_stage_config(fit.sequence),
-      max_passes=fit.max_passes, whiten_betas=fit.whiten_betas)
+      max_passes=fit.max_passes, whiten_betas=fit.whiten_betas,
+      chunk_frames=fit.chunk_frames)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -226,7 +227,8 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       init=_stage_options(InitOptions, c, 'init'), shape=_stage_options(ShapeOptions, c, 'shape'),
       pose=_stage_options(PoseOptions, c, 'pose'),
       sequence=_stage_options(SequenceOptions, c, 'sequence'),
-      max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas))
+      max_passes=c.max_passes, whiten_betas=bool(c.whiten_betas),
+      chunk_frames=c.chunk_frames)
   return Settings(
       input=str(run.input), output_dir=str(run.output_dir), model_path=str(run.model_path),
       body=str(run.body),

@@ -64,8 +64,9 @@ def _log_compile(key, seconds):
   fn, static, _, shapes = key
   name = getattr(fn, '__name__', repr(fn))
   digest = hashlib.sha1(repr((static, shapes)).encode()).hexdigest()[:10]
+  statics = hashlib.sha1(repr(static).encode()).hexdigest()[:10]
   with open(path, 'a', encoding='utf-8') as f:
-    f.write(f'{os.getpid()}\t{name}\t{digest}\t{seconds:.2f}\t{shapes[:6]}\n')
+    f.write(f'{os.getpid()}\t{name}\t{digest}\t{seconds:.2f}\t{statics}\t{shapes[:6]}\n')
 
 
 def _compile(key, lowered):
