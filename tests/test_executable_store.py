@@ -1,5 +1,5 @@
-"""Compiled programs persist across processes (jaxfit.runtime.store),
-and lengths pad to a small fixed set (so few programs serve a dataset)."""
+"""Compiled programs persist across processes (jaxfit.runtime.store), are
+compiled once by processes sharing a store, and lengths pad to whole units."""
 
 import hashlib
 import json
@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -52,13 +53,14 @@ def test_a_second_process_loads_instead_of_compiling(demo_b3d, tmp_path):
   np.testing.assert_array_equal(poses, third)
 
 
-def test_padded_lengths_are_few_and_waste_little():
-  lengths = [padded_length(n) for n in range(1, 16385)]
-  assert all(p >= n and p % 128 == 0 for n, p in zip(range(1, 16385), lengths))
-  assert len(set(lengths)) == 24           # 128 ... 16384 frames
-  waste = [(p - n) / p for n, p in zip(range(1, 16385), lengths) if n > 512]
-  assert max(waste) <= 0.2
-  assert padded_length(300) == 384 and padded_length(1000) == 1024 and padded_length(1100) == 1280
+def test_padding_wastes_less_than_one_unit():
+  """Every length runs the same programs (tests/test_fit.py,
+  test_every_trial_length_runs_the_same_executables), so lengths need no
+  buckets: the next multiple of the unit."""
+  for n in range(1, 16385):
+    p = padded_length(n)
+    assert p % 128 == 0 and n <= p < n + 128, (n, p)
+  assert padded_length(300) == 384 and padded_length(1000) == 1024 and padded_length(1100) == 1152
 
 
 class _Planted:
@@ -120,3 +122,37 @@ def test_a_directory_others_can_write_is_refused(tmp_path):
   finally:
     compiled.set_store(session_store)   # the suite's (tests/conftest.py)
     compiled.clear(fn)
+
+
+_WAITER = """
+import sys, numpy as np
+from jaxfit.runtime import compiled, jax_setup
+from jaxfit.fit.pipeline import _axis_angle_jit
+jax_setup.use_executable_store(sys.argv[1])
+print('calling', flush=True)
+out = compiled.call(_axis_angle_jit, (np.tile(np.eye(3, dtype=np.float32), (5, 1, 1)),))
+print('done', float(np.abs(np.asarray(out)).max()), flush=True)
+"""
+
+
+def test_processes_sharing_a_store_compile_a_program_once(tmp_path):
+  """While one process compiles a program (holding its lock), another that
+  needs it waits, then loads it: it compiles nothing ($JAXFIT_COMPILE_LOG)."""
+  from jaxfit.fit.pipeline import _axis_angle_jit
+  cache = tmp_path / 'cache'
+  store = DiskExecutableStore(str(cache / 'executables'))
+  args = (np.tile(np.eye(3, dtype=np.float32), (5, 1, 1)),)
+  key = compiled._signature(_axis_angle_jit, args, {})   # pylint: disable=protected-access
+  log = tmp_path / 'compile.log'
+  env = dict(os.environ, JAXFIT_COMPILE_LOG=str(log), PYTHONPATH=ROOT)
+  with store.compiling(key):
+    proc = subprocess.Popen([sys.executable, '-c', _WAITER, str(cache)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'calling'
+    time.sleep(2.0)                  # it reaches the lock and waits (unlocked, it would compile)
+    assert proc.poll() is None
+    store.save(key, _axis_angle_jit.lower(*args).compile())
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert out.strip() == 'done 0.0'
+  assert not log.exists() or log.read_text() == ''

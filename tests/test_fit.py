@@ -200,6 +200,26 @@ def test_sequential_and_simultaneous_share_one_compiled_core(demo_model, truth_t
   assert compiled.num_compiled(fit_blocks) == executables + 1
 
 
+def test_every_trial_length_runs_the_same_executables(demo_model, truth_trial):
+  """Every program sees fixed chunks of frames (fit.chunk_frames): once one
+  trial is fitted, trials of other lengths (other padding buckets, shorter
+  than one chunk, several chunks with a ragged end) compile nothing, and the
+  chunked fit is the fit: each length recovers its own frames' truth."""
+  trial, truth = truth_trial
+  settings = _settings()
+  cut = lambda n: type(trial)(**{**trial.__dict__, 'joints': trial.joints[:n], 'valid': trial.valid[:n]})
+  fit_trial(demo_model, prepare_trial(cut(FRAMES), settings.prepare), settings.fit)
+  before = compiled.num_compiled()
+  for n in (37, 129, 150):
+    prep = prepare_trial(cut(n), settings.prepare)
+    result = fit_trial(demo_model, prep, settings.fit)
+    assert compiled.num_compiled() == before, n
+    assert result.poses.shape == (n, 24, 3) and result.joints.shape == (n, 24, 3)
+    idx = list(prep.structure.smpl_index)
+    mpjpe_mm = np.linalg.norm(result.joints[:, idx] - truth['clean'][:n], axis=-1).mean() * 1000
+    assert mpjpe_mm < 1.0, (n, mpjpe_mm)
+
+
 # ---- closed-form pieces -------------------------------------------------------------
 
 @pytest.mark.parametrize('with_offsets', [False, True])

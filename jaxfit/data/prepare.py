@@ -1,8 +1,8 @@
 """Trial preparation (data layer): a Trial in, arrays ready to fit out.
 
 Maps the source joints to SMPL joints, converts to SMPL's frame, fills gaps,
-finds foot contact, builds per-joint weights, and pads to a fixed length
-bucket (so trials of similar length share compiled code). NumPy only.
+finds foot contact, builds per-joint weights, and pads to a multiple of
+frame_bucket frames. NumPy only.
 """
 
 import dataclasses
@@ -55,7 +55,7 @@ class PrepareOptions:
   auto (file, else heuristic) | file | heuristic | none; the heuristic's
   vertical_speed_threshold (m/s) and height_margin (m); max_frames: > 0 fits
   only the first max_frames frames; frame_bucket: the padding unit (lengths
-  are padded to one of a few multiples of it, `padded_length`);
+  are padded to a multiple of it, `padded_length`);
   offset_joints: source joints whose correspondence offset to their SMPL
   joint is learned (those the trial has and maps); offset_limits: source
   joint -> (typical, bound) m, other_offset_limit for joints not listed;
@@ -128,16 +128,10 @@ class PreparedTrial(TrialArrays):
 
 
 def padded_length(num_frames, unit=128):
-  """The padded length of a trial: unit x k with k in 1, 2, 3, 4, 5, 6, 7,
-  8, 10, 12, 14, 16, 20, 24, 28, 32, ... (four steps an octave). A small,
-  fixed set of lengths, so that a whole dataset needs few compiled programs
-  (16 up to 32 x 128 = 4096 frames, 4 more per doubling), and at most 20% of
-  the padded frames are padding once past 4 units."""
-  k = max(1, -(-int(num_frames) // unit))
-  if k > 8:
-    step = 1 << (k.bit_length() - 3)   # rounds k up to 4, 5, 6 or 7 times a power of 2
-    k = -(-k // step) * step
-  return k * unit
+  """The padded length of a trial: the next multiple of unit. The fit's
+  programs see fixed chunks of frames whatever the length (fit.chunk_frames),
+  so padding serves only whole chunks and wastes less than one unit."""
+  return max(1, -(-int(num_frames) // unit)) * unit
 
 
 def mapped_bones(smpl_index, parents=SMPL_PARENTS):

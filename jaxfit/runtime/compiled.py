@@ -34,6 +34,10 @@ class ExecutableStore(Protocol):
   def save(self, key: tuple, compiled) -> None:
     """Stores `compiled` (best effort: never raises)."""
 
+  def compiling(self, key: tuple):
+    """A context held while `key` is compiled (a store shared by processes
+    lets one compile and the others then load)."""
+
 
 _STORE: Optional[ExecutableStore] = None
 
@@ -70,11 +74,23 @@ def _log_compile(key, seconds):
 
 
 def _compile(key, lowered):
+  """The executable of `lowered`: compiled and stored, or, when another
+  process sharing the store compiled it meanwhile (it held the key's lock),
+  loaded."""
+  if _STORE is None:
+    return _compile_now(key, lowered)
+  with _STORE.compiling(key):
+    compiled = _STORE.load(key)
+    if compiled is None:
+      compiled = _compile_now(key, lowered)
+      _STORE.save(key, compiled)
+  return compiled
+
+
+def _compile_now(key, lowered):
   t0 = time.perf_counter()
   compiled = lowered.compile()
   _log_compile(key, time.perf_counter() - t0)
-  if _STORE is not None:
-    _STORE.save(key, compiled)
   return compiled
 
 
@@ -148,9 +164,10 @@ def call(fn, args, static=None, timings=None, name=None):
   return out
 
 
-def num_compiled(fn) -> int:
-  """How many executables of `fn` the cache holds or is compiling."""
-  return sum(1 for key in list(_CACHE) + list(_PENDING) if key[0] is fn)
+def num_compiled(fn=None) -> int:
+  """How many executables of `fn` (None: of every function) the cache holds
+  or is compiling."""
+  return sum(1 for key in list(_CACHE) + list(_PENDING) if fn is None or key[0] is fn)
 
 
 def clear(fn=None):

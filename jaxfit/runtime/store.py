@@ -19,6 +19,8 @@ random bytes, mode 0600, in a folder only the user can write); an entry whose MA
 again and rewritten. A missing, stale or unreadable entry is too.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -117,6 +119,7 @@ class DiskExecutableStore:
                           device.device_kind, jax.device_count(),
                           os.environ.get('XLA_FLAGS', ''), program_source_hash()))
     self._kernels_ready = False
+    self._unreadable = {}   # path -> (mtime, size) of entries found unreadable
     self._key = None
     try:
       os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -142,8 +145,12 @@ class DiskExecutableStore:
     if self._key is None:
       return None
     path = self._path(key)
-    if not os.path.exists(path):
+    try:
+      st = os.stat(path)
+    except OSError:
       return None
+    if self._unreadable.get(path) == (st.st_mtime_ns, st.st_size):
+      return None     # found unreadable already (and said so); unchanged since
     if not self._kernels_ready:
       _prepare_linear_algebra_kernels()
       self._kernels_ready = True
@@ -157,7 +164,31 @@ class DiskExecutableStore:
       return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except Exception as e:  # pylint: disable=broad-except
       logging.warning('stored executable %s unreadable (%s); compiling again', path, e)
+      self._unreadable[path] = (st.st_mtime_ns, st.st_size)
       return None
+
+  @contextlib.contextmanager
+  def compiling(self, key):
+    """Held while `key` is compiled: an exclusive lock (flock) on its own lock
+    file in `<directory>.locks`, so processes sharing the store (test workers,
+    Ray tasks on one machine) compile a program once; the others wait, then
+    load it. Released when the process ends, however it ends."""
+    if self._key is None:
+      yield
+      return
+    locks = os.path.normpath(os.path.abspath(self.directory)) + '.locks'
+    try:
+      os.makedirs(locks, mode=0o700, exist_ok=True)
+      fd = os.open(os.path.join(locks, os.path.basename(self._path(key)) + '.lock'),
+                   os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+      yield
+      return
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      yield
+    finally:
+      os.close(fd)
 
   def save(self, key, compiled):
     if self._key is None:
