@@ -65,6 +65,26 @@ class OldScipyCsc(scipy.sparse.csc_matrix):
     return copyreg.__newobj__, (type(self),), state
 
 
+_HEX = np.frombuffer(b'0123456789abcdef', np.uint8)
+
+
+def _escaped(data: bytes) -> bytes:
+  """Python 2's protocol-0 STRING body: printable ASCII but quote and
+  backslash as itself, every other byte as \\xNN (vectorised: the arrays
+  are hundreds of MB)."""
+  if not data:
+    return b''
+  c = np.frombuffer(data, np.uint8)
+  plain = (c >= 32) & (c < 127) & (c != 39) & (c != 92)
+  start = np.concatenate([[0], np.cumsum(np.where(plain, 1, 4))[:-1]])
+  out = np.empty(int(start[-1]) + (1 if plain[-1] else 4), np.uint8)
+  out[start[plain]] = c[plain]
+  s = start[~plain]
+  e = c[~plain]
+  out[s], out[s + 1], out[s + 2], out[s + 3] = ord('\\'), ord('x'), _HEX[e >> 4], _HEX[e & 15]
+  return out.tobytes()
+
+
 class _Python2Pickler(pickle._Pickler):  # pylint: disable=protected-access
   """Writes every str/bytes as a Python-2 `str` (BINSTRING, or STRING under
   protocol 0), as Python 2's cPickle did for byte strings."""
@@ -74,9 +94,7 @@ class _Python2Pickler(pickle._Pickler):  # pylint: disable=protected-access
   def save_py2_str(self, obj):
     data = obj.encode('latin1') if isinstance(obj, str) else bytes(obj)
     if self.proto == 0:
-      escaped = b''.join(bytes([c]) if 32 <= c < 127 and c not in (39, 92) else b'\\x%02x' % c
-                         for c in data)
-      self.write(b"S'" + escaped + b"'\n")
+      self.write(b"S'" + _escaped(data) + b"'\n")
     elif len(data) < 256:
       self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
     else:
