@@ -11,7 +11,10 @@ learned offsets), repeated to --frames frames (default: enough to fill the
 largest batch). Writes ACCELERATOR.md and .json with the device it ran on.
 
   python benchmarks/accelerator.py [--batches=1,2,4,8] [--frames=0] [--repeats=3]
+                                   [--unit=128] [--compilation_cache_dir=DIR]
                                    [--out=benchmarks/ACCELERATOR.md]
+
+(--unit shrinks the chunk for a smoke run, e.g. the test suite's on CPU.)
 
 The default chunk per backend (fit.options.AUTO_CHUNK_FRAMES) is what this
 measures on each kind of device.
@@ -43,8 +46,9 @@ from jaxfit.fit.pipeline import fit_trial  # noqa: E402
 from jaxfit.io.b3d import read_b3d_trials  # noqa: E402
 from jaxfit.io.smpl_file import load_body_model  # noqa: E402
 from jaxfit.run.config import base_config, settings_from_config  # noqa: E402
+from jaxfit.runtime import jax_setup  # noqa: E402
 
-UNIT = 128   # frames of one chunk at batch 1
+UNIT = 128   # frames of one chunk at batch 1 (--unit)
 
 
 def repeated_trial(trial, frames):
@@ -67,11 +71,11 @@ def device_info():
               default_chunk_frames=AUTO_CHUNK_FRAMES.get(d.platform, UNIT))
 
 
-def measure(model, trial, batches, repeats):
+def measure(model, trial, batches, repeats, unit=UNIT):
   rows = []
   for b in batches:
     c = base_config()
-    c.chunk_frames = UNIT * b
+    c.chunk_frames = unit * b
     settings = settings_from_config(c)
     prep = prepare_trial(trial, settings.prepare, model.parents)
     times, result = [], None
@@ -83,24 +87,24 @@ def measure(model, trial, batches, repeats):
       times.append(result.time_s['total'])
     fit_s = float(np.median(times))
     metrics, _ = trial_metrics(prep, result, trial.fps)
-    rows.append(dict(batch=b, chunk_frames=UNIT * b, frames=int(prep.num_frames), fit_s=fit_s,
+    rows.append(dict(batch=b, chunk_frames=unit * b, frames=int(prep.num_frames), fit_s=fit_s,
                      frames_per_s=prep.num_frames / fit_s,
                      compile_s=float(first.time_s.get('compile_s', 0.0)),
                      first_call_wall_s=first_wall, mpjpe_mm=float(metrics['mpjpe_mm'])))
-    print(f'batch {b:4d} ({UNIT * b} frames/call): {fit_s:.3f} s, {rows[-1]["frames_per_s"]:.0f} '
+    print(f'batch {b:4d} ({unit * b} frames/call): {fit_s:.3f} s, {rows[-1]["frames_per_s"]:.0f} '
           f'frames/s, compile {rows[-1]["compile_s"]:.1f} s, MPJPE {rows[-1]["mpjpe_mm"]:.2f} mm',
           flush=True)
   return rows
 
 
-def markdown(info, rows, repeats):
+def markdown(info, rows, repeats, unit=UNIT):
   lines = ['# Fit throughput against the batch (frames per compiled call)', '',
            f"Device: {info['platform']} ({info['device_kind']}, {info['device_count']} device(s)); "
            f"{info['cpu_count']} CPU cores, {info['processor'] or info['machine']}; jax {info['jax']}; "
            f"{info['date']}.", '',
            f'Whole fit (all stages, default config, open body) of the demo treadmill walk repeated '
-           f'to {rows[0]["frames"]} frames; batch b = b chunks of {UNIT} frames per compiled call '
-           f'(fit.chunk_frames = {UNIT} b); fit time = median of {repeats}, compilation excluded.', '',
+           f'to {rows[0]["frames"]} frames; batch b = b chunks of {unit} frames per compiled call '
+           f'(fit.chunk_frames = {unit} b); fit time = median of {repeats}, compilation excluded.', '',
            '| batch | frames / call | fit s | frames / s | vs batch 1 | compile s | MPJPE mm |',
            '|---|---|---|---|---|---|---|']
   base = rows[0]['frames_per_s']
@@ -117,19 +121,23 @@ def main(argv=None):
   parser.add_argument('--batches', default='1,2,4,8')
   parser.add_argument('--frames', type=int, default=0, help='0: the largest batch, filled')
   parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--unit', type=int, default=UNIT, help='frames of one chunk (batch 1)')
+  parser.add_argument('--compilation_cache_dir', default='none',
+                      help="a store of compiled programs ('none': compile here)")
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'ACCELERATOR.md'))
   args = parser.parse_args(argv)
   batches = [int(b) for b in args.batches.split(',') if b]
-  frames = args.frames or UNIT * max(batches)
+  frames = args.frames or args.unit * max(batches)
+  jax_setup.use_executable_store(args.compilation_cache_dir)
   model = load_body_model(open_body_path('neutral'))
   path = ensure_demo_subject()
   trial = next(t for t in read_b3d_trials(path) if 'walk' in t.name)
   info = device_info()
-  rows = measure(model, repeated_trial(trial, frames), batches, args.repeats)
+  rows = measure(model, repeated_trial(trial, frames), batches, args.repeats, args.unit)
   with open(args.out, 'w', encoding='utf-8') as f:
-    f.write(markdown(info, rows, args.repeats))
+    f.write(markdown(info, rows, args.repeats, args.unit))
   with open(os.path.splitext(args.out)[0] + '.json', 'w', encoding='utf-8') as f:
-    json.dump(dict(device=info, repeats=args.repeats, rows=rows), f, indent=1)
+    json.dump(dict(device=info, repeats=args.repeats, unit=args.unit, rows=rows), f, indent=1)
   print('wrote', args.out)
 
 

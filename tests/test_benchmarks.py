@@ -54,3 +54,25 @@ def test_real_data_benchmark_smoke(tmp_path):
   assert stems == sorted(2 * ['hip', 'knee', 'ankle', 'acromial', 'elbow', 'radius_hand'])
   assert r['baseline']['max_abs_beta'] <= 3.0 and len(r['baseline']['restarts']) == 1
   assert 'fit_residual_mm' in r['jaxfit'] and 'offsets_mm' in r['jaxfit']
+
+
+def test_accelerator_benchmark_smoke(tmp_path, executable_cache):
+  """benchmarks/accelerator.py on CPU, tiny (chunks of 16 and 32 frames, 40
+  frames, one repeat): one row per batch, the device it ran on, and a fit that
+  does not depend on the batch."""
+  out = tmp_path / 'ACCELERATOR.md'
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/accelerator.py', '--batches=1,2', '--unit=16', '--frames=40',
+       '--repeats=1', f'--out={out}', f'--compilation_cache_dir={executable_cache}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  table = out.read_text()
+  assert 'Device: cpu' in table and '| batch | frames / call |' in table
+  data = json.loads((tmp_path / 'ACCELERATOR.json').read_text())
+  assert data['device']['platform'] == 'cpu' and data['device']['default_chunk_frames'] == 128
+  assert [r['chunk_frames'] for r in data['rows']] == [16, 32]
+  for r in data['rows']:
+    assert r['frames'] == 40 and r['frames_per_s'] > 0 and r['fit_s'] > 0
+  first, second = data['rows']
+  assert abs(first['mpjpe_mm'] - second['mpjpe_mm']) < 0.5 and first['mpjpe_mm'] < 20

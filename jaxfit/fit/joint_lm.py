@@ -415,7 +415,7 @@ def _default_call(fn, args, static=None):
 def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
              weights: LossWeights, iterations, offset_bound, beta_bound, auto_prior=0.0,
              noise_floor_m=1e-4, *, structure: FitStructure, initial_damping=1e-2,
-             chunk_frames=128, call=None):
+             chunk_frames=128, call=None, rel_tol=0.0):
   """Solves all frames' poses with the shared betas and offsets together.
 
   betas [B]; offsets [M,3] m (in each mapped SMPL joint's frame; only the
@@ -424,8 +424,10 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   beta_bound] (standard-normal units: a plausible body), on top of the shape
   prior; poses [T,24,3] rad (joints that move no target are left as they are);
   trans [T,3] m; targets with leading [T] (padding frames have exists 0);
-  iterations: int; auto_prior: 1 = the shape prior's weight follows the
-  data (`noise_shape_prior_weight`, floor noise_floor_m), 0 = weights.shape_prior.
+  iterations: int, at most (the solve stops once two accepted steps in a row
+  lower the cost by less than rel_tol of itself; 0: never); auto_prior: 1 =
+  the shape prior's weight follows the data (`noise_shape_prior_weight`,
+  floor noise_floor_m), 0 = weights.shape_prior.
   The frames go through the compiled programs in chunks of chunk_frames (the
   last one padded): every trial length runs the same executables. call(fn,
   args, static): how a program is run (default compiled.call; the pipeline
@@ -466,6 +468,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   b, o = b.astype(dtype), o.astype(dtype)
   lins, sums = linearise(b, o, poses_c, trans_c)
   damping = float(initial_damping)
+  small_steps = 0     # accepted steps in a row that lowered the cost by < rel_tol of it
   for _ in range(int(iterations)):
     reduced = [call(_chunk_reduce, (l['h_xx'], l['h_xs'], l['g_x'], scalar(damping))) for l in lins]
     schur_frames = np.asarray(sum(np.asarray(r[2], np.float64) for r in reduced), dtype)
@@ -478,11 +481,15 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
                     static) for p, t, g, r in zip(poses_c, trans_c, tgt, reduced)]
     trial_cost = (sum(float(a[2]) for a in applied)
                   + float(call(_prior_cost, (b_new, o_new, w_shape, weights), shared_static)))
-    better = trial_cost < float(sums['cost']) + float(prior_now)
+    current = float(sums['cost']) + float(prior_now)
+    better = trial_cost < current
     if better:
       b, o = np.asarray(b_new), np.asarray(o_new)
       poses_c, trans_c = [a[0] for a in applied], [a[1] for a in applied]
       lins, sums = linearise(b, o, poses_c, trans_c)
+      small_steps = small_steps + 1 if current - trial_cost < rel_tol * current else 0
+      if small_steps >= 2:
+        break
     damping = damping / DAMPING_DOWN if better else damping * DAMPING_UP
   w_shape, prior_cost = call(_final_prior, (b, o, sums['position_cost'], sums['dof_used'], totals,
                                             weights, *prior_args), shared_static)

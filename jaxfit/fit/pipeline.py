@@ -459,7 +459,7 @@ class _Fit:
         self.model, s.betas, s.offsets, s.poses, s.trans, self.targets(s), options.loss,
         shape.joint_iters, np.asarray(self.prep.offset_bound, self.dtype), shape.beta_bound,
         1.0 if shape.prior == 'auto' else 0.0, shape.noise_floor_m, structure=self.structure,
-        chunk_frames=self.chunk,
+        chunk_frames=self.chunk, rel_tol=shape.joint_tol,
         call=lambda fn, args, static=None: self.call(fn, args, static, 'shape', host=False))
     self.losses['shape'] = float(cost)
     self.losses['shape_prior_weight'] = float(prior_weight)
