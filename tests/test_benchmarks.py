@@ -57,22 +57,21 @@ def test_real_data_benchmark_smoke(tmp_path):
 
 
 def test_accelerator_benchmark_smoke(tmp_path, executable_cache):
-  """benchmarks/accelerator.py on CPU, tiny (chunks of 16 and 32 frames, 40
-  frames, one repeat): one row per batch, the device it ran on, and a fit that
-  does not depend on the batch."""
+  """benchmarks/accelerator.py on CPU, tiny: batch 1 (one 128-frame chunk per
+  call, the CPU default, whose programs the session has compiled already), a
+  150-frame trial (two chunks, the second ragged), one repeat: its row, the
+  device it ran on and a plausible fit."""
   out = tmp_path / 'ACCELERATOR.md'
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.run(
-      [sys.executable, 'benchmarks/accelerator.py', '--batches=1,2', '--unit=16', '--frames=40',
-       '--repeats=1', f'--out={out}', f'--compilation_cache_dir={executable_cache}'],
+      [sys.executable, 'benchmarks/accelerator.py', '--batches=1', '--frames=150', '--repeats=1',
+       f'--out={out}', f'--compilation_cache_dir={executable_cache}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = out.read_text()
-  assert 'Device: cpu' in table and '| batch | frames / call |' in table
+  assert 'Device: cpu' in table and '| batch | frames / call |' in table and '| 1 | 128 |' in table
   data = json.loads((tmp_path / 'ACCELERATOR.json').read_text())
   assert data['device']['platform'] == 'cpu' and data['device']['default_chunk_frames'] == 128
-  assert [r['chunk_frames'] for r in data['rows']] == [16, 32]
-  for r in data['rows']:
-    assert r['frames'] == 40 and r['frames_per_s'] > 0 and r['fit_s'] > 0
-  first, second = data['rows']
-  assert abs(first['mpjpe_mm'] - second['mpjpe_mm']) < 0.5 and first['mpjpe_mm'] < 20
+  row, = data['rows']
+  assert row['chunk_frames'] == 128 and row['frames'] == 150
+  assert row['frames_per_s'] > 0 and row['fit_s'] > 0 and 0 < row['mpjpe_mm'] < 20
