@@ -339,16 +339,19 @@ class _Fit:
     frames beyond the trial), keeps [c S, c S + S). With the shape held (the
     default), the windows are independent: Adam is elementwise, and the terms
     of a frame reach only its neighbours (temporal, acceleration), which the
-    halo supplies. The loss is the frame-weighted mean of the windows'."""
+    halo supplies. Windows hold at least one real frame (padding frames past
+    the last real one, whose terms are all zero, keep their values). The loss
+    is the frame-weighted mean of the windows'."""
     n, w = poses.shape[0], self.chunk
     h = max(1, w // HALO_FRACTION)
     stride = w - 2 * h
-    count = -(-n // stride)
-    length = count * stride + 2 * h
+    exists = np.asarray(targets.exists, np.float64)
+    real = int(np.flatnonzero(exists)[-1]) + 1 if exists.any() else 1
+    count = -(-real // stride)
+    length = max(count * stride, n) + 2 * h
     ext = lambda a: _frames_padded(a, length, front=h)
     poses_e, trans_e = ext(poses), ext(trans)
     targets_e = jax.tree.map(ext, targets)
-    exists = np.asarray(targets.exists, np.float64)
     betas, out_poses, out_trans, loss = state.betas, [], [], 0.0
     for c in range(count):
       window = slice(c * stride, c * stride + w)
@@ -360,7 +363,10 @@ class _Fit:
       out_trans.append(trans_b[0, h:h + stride])
       loss += float(np.sum(losses)) * exists[c * stride:(c + 1) * stride].sum()
     self.losses[loss_name or name] = loss / max(exists.sum(), 1.0)
-    return betas, np.concatenate(out_poses)[:n], np.concatenate(out_trans)[:n]
+    done = min(n, count * stride)
+    poses, trans = poses.copy(), trans.copy()
+    poses[:done], trans[:done] = np.concatenate(out_poses)[:done], np.concatenate(out_trans)[:done]
+    return betas, poses, trans
 
   def _adam_sequential(self, name, state, poses, trans, targets, hyper, loss_name):
     """Frame by frame in chunks of self.chunk one-frame blocks; the anchor (the
