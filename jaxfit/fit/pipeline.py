@@ -10,10 +10,15 @@
                betas for a sample's rotations alternated with per-frame LM; or
                (the reference) Adam on betas and the sample's poses;
   3. pose:     per-frame refinement with Adam: `sequential` runs frame by frame
-               (T blocks of 1 frame), each tied to the previous frame;
-               `simultaneous` optimises all frames in one block;
+               (blocks of 1 frame), each tied to the previous frame;
+               `simultaneous` optimises all frames together;
   4. sequence: Adam on all frames jointly with bone-length, smoothness and
                contact terms; stages 3+4 repeat `max_passes` times.
+Every program sees a fixed chunk of frames (options.chunk_frames), whatever
+the trial's length: the per-frame programs chunk by chunk, the joint solve
+summing its chunks' reduced systems (joint_lm.py), Adam on overlapping
+windows (simultaneous) or a frame-to-frame chain carried across chunks
+(sequential); see `_Fit.adam`.
 `fit_plan(options)` lists the stage methods to run, each a `_Fit` method
 FitState -> FitState; a stage of zero steps is left out. The plan is run
 twice: first to make every program ready (prefetch: no values, shapes only),
@@ -313,7 +318,7 @@ class _Fit:
     loss to loss_name (default name). mode:
       'windows'    (the simultaneous variant): overlapping windows of
                    self.chunk frames, one Adam state each, every frame kept
-                   from the window it is central in (`_windows`);
+                   from the window it is central in (`_adam_windows`);
       'sequential' chunks of self.chunk blocks of 1 frame, each frame
                    warm-started from and tied to the previous one, the chain
                    carried from call to call (the anchor);
