@@ -49,6 +49,7 @@ import numpy as np
 
 from jaxfit.body.model import JointModel
 from jaxfit.runtime import compiled
+from jaxfit.fit.chunks import frame_chunks
 from jaxfit.fit.lm import active_joints, joints_and_jacobian, orientation_rows
 from jaxfit.fit.lm_common import (DAMPING_DOWN, DAMPING_UP, MAX_ROTATION_STEP, damped, rotate,
                                   step_scale)
@@ -351,7 +352,7 @@ def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, position_c
   prior's weight, the priors added, the bounded minimiser of the reduced model
   (`_bounded_step`), capped and projected onto the bounds. Returns (new betas,
   new offsets, the step [n_s] they amount to, the shape prior's weight, the
-  current cost's prior part)."""
+  priors' cost now and after the step)."""
   nb = betas.shape[0]
   free = np.asarray(offset_free, int)
   w_shape = _shape_weight(position_cost, dof_used, totals, weights, nb, auto_prior, noise_floor_m)
@@ -368,14 +369,8 @@ def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, position_c
   o_new = offsets.at[free].add(d_off) if len(free) else offsets
   b_new, o_new = _project(betas + d_s[:nb], o_new, beta_bound, offset_bound)
   taken = jnp.concatenate([b_new - betas, (o_new[free] - offsets[free]).reshape(-1)])
-  return b_new, o_new, taken, w_shape, jnp.sum(r_p * r_p)
-
-
-@functools.partial(jax.jit, static_argnames=('offset_free',))
-def _prior_cost(betas, offsets, w_shape, weights, *, offset_free):
-  """The shape and offset priors' cost at shape-prior weight w_shape."""
-  r_p, _ = _shared_prior(betas, offsets, w_shape, weights.offset_prior, offset_free)
-  return jnp.sum(r_p * r_p)
+  r_new, _ = _shared_prior(b_new, o_new, w_shape, weights.offset_prior, offset_free)
+  return b_new, o_new, taken, w_shape, jnp.sum(r_p * r_p), jnp.sum(r_new * r_new)
 
 
 @functools.partial(jax.jit, static_argnames=('offset_free',))
@@ -408,10 +403,6 @@ def _chunk_apply(model, betas, offsets, poses, trans, targets, weights, norms, i
   return poses, trans, jnp.sum(r * r)
 
 
-def _default_call(fn, args, static=None):
-  return compiled.call(fn, args, static)
-
-
 def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
              weights: LossWeights, iterations, offset_bound, beta_bound, auto_prior=0.0,
              noise_floor_m=1e-4, *, structure: FitStructure, initial_damping=1e-2,
@@ -435,17 +426,13 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   Returns (betas, offsets, poses, trans, final loss, shape prior weight used),
   NumPy arrays.
   """
-  call = call or _default_call
+  call = call or compiled.call
   targets = jax.tree.map(np.asarray, targets)
   poses, trans = np.asarray(poses), np.asarray(trans)
   dtype = poses.dtype
   n, m = poses.shape[0], len(structure.smpl_index)
-  k = int(chunk_frames)
-  padded = -(-n // k) * k
-  pad = lambda a: np.concatenate([a, np.zeros((padded - n,) + a.shape[1:], a.dtype)])
-  split = lambda a: [a[s:s + k] for s in range(0, padded, k)]
-  tgt = [Targets(*parts) for parts in zip(*[split(pad(a)) for a in jax.tree.leaves(targets)])]
-  poses_c, trans_c = split(pad(poses)), split(pad(trans))
+  tgt = frame_chunks(targets, int(chunk_frames))
+  poses_c, trans_c = frame_chunks(poses, int(chunk_frames)), frame_chunks(trans, int(chunk_frames))
   norms = tuple(np.asarray(v, dtype) for v in frame_norms(targets, structure))
   totals = tuple(np.asarray(v, dtype) for v in data_totals(targets, m))
   scalar = lambda v: np.asarray(v, dtype)
@@ -473,14 +460,13 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     reduced = [call(_chunk_reduce, (l['h_xx'], l['h_xs'], l['g_x'], scalar(damping))) for l in lins]
     schur_frames = np.asarray(sum(np.asarray(r[2], np.float64) for r in reduced), dtype)
     rhs_frames = np.asarray(sum(np.asarray(r[3], np.float64) for r in reduced), dtype)
-    b_new, o_new, d_s, w_shape, prior_now = call(
+    b_new, o_new, d_s, w_shape, prior_now, prior_new = call(
         _shared_step, (b, o, sums['h_ss'], sums['g_s'], schur_frames, rhs_frames,
                        sums['position_cost'], sums['dof_used'], totals, weights, scalar(damping),
                        *bounds, *prior_args), shared_static)
     applied = [call(_chunk_apply, (model, b_new, o_new, p, t, g, weights, norms, r[0], r[1], d_s),
                     static) for p, t, g, r in zip(poses_c, trans_c, tgt, reduced)]
-    trial_cost = (sum(float(a[2]) for a in applied)
-                  + float(call(_prior_cost, (b_new, o_new, w_shape, weights), shared_static)))
+    trial_cost = sum(float(a[2]) for a in applied) + float(prior_new)
     current = float(sums['cost']) + float(prior_now)
     better = trial_cost < current
     if better:

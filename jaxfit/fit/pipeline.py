@@ -36,6 +36,7 @@ import numpy as np
 from jaxfit.body.model import BodyModel, forward_kinematics, joint_model, shaped_joints
 from jaxfit.body.rotation import continuous_axis_angle, matrix_to_axis_angle
 from jaxfit.runtime import compiled
+from jaxfit.fit.chunks import frame_chunks, pad_frames
 from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import (REST_POSE, rigid_pairs, root_initialisation_jit, shape_from_distances_jit,
                              solve_betas_jit)
@@ -166,12 +167,6 @@ def _call(fn, args, static=None, timings=None, name=None, host=True):
   return jax.tree.map(np.asarray, out) if host else out
 
 
-def _frames_padded(a, length, front=0):
-  """a [T,...] with zero frames before (front) and after, to `length` frames."""
-  return np.concatenate([np.zeros((front,) + a.shape[1:], a.dtype), a,
-                         np.zeros((length - front - a.shape[0],) + a.shape[1:], a.dtype)])
-
-
 _axis_angle_jit = jax.jit(matrix_to_axis_angle)
 
 
@@ -295,13 +290,11 @@ class _Fit:
     with zero frames), the others passed whole; every output has leading
     [chunk] and is joined back to [T]. One executable for every length."""
     n = jax.tree.leaves(args[frame_args[0]])[0].shape[0]
-    padded = -(-n // self.chunk) * self.chunk
-    args = [jax.tree.map(lambda a: _frames_padded(a, padded), x) if i in frame_args else x
-            for i, x in enumerate(args)]
-    outs = [self.call(fn, tuple(jax.tree.map(lambda a: a[start:start + self.chunk], x)
-                                if i in frame_args else x for i, x in enumerate(args)),
-                      static, name)
-            for start in range(0, padded, self.chunk)]
+    chunks = frame_chunks(tuple(args[i] for i in frame_args), self.chunk)
+    outs = []
+    for chunk in chunks:
+      pieces = dict(zip(frame_args, chunk))
+      outs.append(self.call(fn, tuple(pieces.get(i, x) for i, x in enumerate(args)), static, name))
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
 
   def hyper(self, stage, betas_lr, **kw):
@@ -354,7 +347,7 @@ class _Fit:
     real = int(np.flatnonzero(exists)[-1]) + 1 if exists.any() else 1
     count = -(-real // stride)
     length = max(count * stride, n) + 2 * h
-    ext = lambda a: _frames_padded(a, length, front=h)
+    ext = lambda a: pad_frames(a, length, front=h)
     poses_e, trans_e = ext(poses), ext(trans)
     targets_e = jax.tree.map(ext, targets)
     betas, out_poses, out_trans, loss = state.betas, [], [], 0.0
@@ -376,17 +369,12 @@ class _Fit:
   def _adam_sequential(self, name, state, poses, trans, targets, hyper, loss_name):
     """Frame by frame in chunks of self.chunk one-frame blocks; the anchor (the
     last frame fitted) and the betas go from each call to the next."""
-    n, k = poses.shape[0], self.chunk
-    padded = -(-n // k) * k
-    pad = lambda a: _frames_padded(a, padded)[:, None]
-    poses_p, trans_p = pad(poses), pad(trans)
-    targets_p = jax.tree.map(pad, targets)
+    n = poses.shape[0]
     anchor, betas = self.no_anchor(poses.dtype), state.betas
     out_poses, out_trans, loss = [], [], 0.0
-    for start in range(0, padded, k):
-      chunk = slice(start, start + k)
-      args = (self.model, betas, state.offsets, poses_p[chunk], trans_p[chunk],
-              jax.tree.map(lambda a: a[chunk], targets_p), anchor, hyper)
+    for chunk in frame_chunks((poses, trans, targets), self.chunk):
+      poses_k, trans_k, targets_k = jax.tree.map(lambda a: a[:, None], chunk)   # K blocks of 1
+      args = (self.model, betas, state.offsets, poses_k, trans_k, targets_k, anchor, hyper)
       betas, _, poses_b, trans_b, losses, anchor = self.call(fit_blocks, args,
                                                              dict(structure=self.structure), name)
       out_poses.append(poses_b[:, 0])
@@ -528,12 +516,9 @@ class _Fit:
   def outputs(self, s: FitState):
     """Continuous poses (no 2 pi jumps between frames), joints [T,24,3],
     global rotations [T,24,3,3] and points [T,M,3]."""
-    k = self.chunk
-    padded = _frames_padded(s.poses, -(-s.poses.shape[0] // k) * k)
-    parts, previous = [], padded[0]
-    for start in range(0, padded.shape[0], k):
-      parts.append(self.call(_continuous_chunk, (padded[start:start + k], previous,
-                                                 np.asarray(start == 0, self.dtype))))
+    parts, previous = [], s.poses[0]
+    for c, chunk in enumerate(frame_chunks(s.poses, self.chunk)):
+      parts.append(self.call(_continuous_chunk, (chunk, previous, np.asarray(c == 0, self.dtype))))
       previous = parts[-1][-1]
     poses = np.concatenate(parts)[:s.poses.shape[0]]
     joints, rotations, points = self.posed(s.betas, s.offsets, poses, s.trans)
