@@ -53,4 +53,5 @@ def get_config():
   c.max_passes = 1
   c.offsets.joints = ''   # the reference pins each AddB joint to its SMPL joint
   c.loss.orientation = 0.0   # the reference fits joint centres only
+  c.noncomparable_weight = 1.0   # ... all of them alike
   return c

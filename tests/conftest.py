@@ -25,13 +25,15 @@ def read_real_trial(file_name, trial):
 def make_settings(learn_offsets=True, **overrides):
   """Validated settings from the default config with dotted overrides
   ('loss.temporal': 0.1). variant='sequential' runs stage 3 frame by frame, as
-  configs/sequential.py does. learn_offsets=False for SMPL-generated truth: it
+  configs/sequential.py does (then stage 4). learn_offsets=False for SMPL-generated truth: it
   has SMPL's own joint definitions, so no correspondence offsets to learn (free
   ones would trade against weakly determined shape directions)."""
   from jaxfit.run.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
   c = base_config()
   if overrides.get('variant') == 'sequential':
     c.pose.iters = 40
+    c.sequence.iters = 60
+    c.noncomparable_weight = 1.0
   if not learn_offsets:
     c.offsets.joints = ''
   for key, value in overrides.items():

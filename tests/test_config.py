@@ -42,7 +42,7 @@ def test_the_resume_hash_ignores_run_options_and_follows_every_fit_option():
                      orientation_weights__pelvis=0.5, shape__prior='fixed',
                      contact__source='none', init__iters=3, shape__frames=7, pose__warm_start=0.5,
                      sequence__terms='position', max_passes=2, whiten_betas=False,
-                     chunk_frames=64, shape__joint_tol=0.0)
+                     chunk_frames=64, shape__joint_tol=0.0, noncomparable_weight=1.0)
   for key, value in fit_changes.items():
     assert config_sha256(_with(**{key: value}), 'model') != base, key
   assert config_sha256(_with(), 'other model') != base
@@ -52,7 +52,8 @@ def test_the_resume_hash_ignores_run_options_and_follows_every_fit_option():
     ('shape__frames', 0, 'shape.frames'), ('loss__temporal', -1.0, 'loss.temporal'),
     ('joint_weights__head', -1.0, 'joint_weights.head'), ('engine', 'x', 'engine'),
     ('report_mesh_frames', -1, 'report_mesh_frames'), ('contact__source', 'x', 'contact.source'),
-    ('chunk_frames', 8, 'chunk_frames'), ('shape__joint_tol', 1.5, 'shape.joint_tol')])
+    ('chunk_frames', 8, 'chunk_frames'), ('shape__joint_tol', 1.5, 'shape.joint_tol'),
+    ('noncomparable_weight', 2.0, 'noncomparable_weight')])
 def test_one_error_type_names_the_field(key, value, field):
   with pytest.raises(ConfigError) as e:
     _with(**{key: value})

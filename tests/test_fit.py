@@ -91,11 +91,12 @@ def test_missing_frames_and_joints_are_masked_and_filled(demo_model, truth_trial
 
 
 def test_temporal_smoothing_lowers_jitter_on_noisy_input(demo_model):
+  """Stage 4's acceleration term (stage 4 is off by default: on for noisy inputs)."""
   settings = _settings()
   trial, truth = make_ground_truth_trial(demo_model, settings.prepare.joint_map, num_frames=FRAMES,
                                          seed=7, noise_m=0.01)
   def jitter(weight):
-    s = _settings(**{'loss.acceleration': weight, 'sequence.lr': 0.005})
+    s = _settings(**{'loss.acceleration': weight, 'sequence.lr': 0.005, 'sequence.iters': 60})
     prep = prepare_trial(trial, s.prepare)
     result = fit_trial(demo_model, prep, s.fit)
     j = result.joints[:, list(prep.structure.smpl_index)]
@@ -167,7 +168,10 @@ def test_per_joint_learning_rates_scale_the_adam_step(block):
   _, reference = _run_core(block, LossWeights(position=1.0), steps=1, lr=lr, lr_mult=plain)
   step = np.asarray(after.poses - params.poses)[:FRAMES]              # [T,24,3]
   step_plain = np.asarray(reference.poses - params.poses)[:FRAMES]
-  moved = np.abs(step_plain) > 1e-6
+  # Where Adam's first step is the full lr (|g| >> eps): a step of ~1e-5 rad on a
+  # pose of ~1 rad is float32-rounded by ~1e-3 of itself (the joints weighted
+  # noncomparable_weight have such small gradients).
+  moved = np.abs(step_plain) > 0.1 * lr
   ratio = step[moved] / step_plain[moved]
   expected = np.broadcast_to(mult[None, :, None], step.shape)[moved]
   np.testing.assert_allclose(ratio, expected, rtol=1e-3)

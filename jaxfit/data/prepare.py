@@ -61,7 +61,15 @@ class PrepareOptions:
   joint -> (typical, bound) m, other_offset_limit for joints not listed;
   orientations: fit the OpenSim segment orientations the trial carries
   (segment_rotations), each paired segment weighted by its group's
-  orientation_weights entry (data.SEGMENT_GROUPS; 0 = not fitted).
+  orientation_weights entry (data.SEGMENT_GROUPS; 0 = not fitted);
+  noncomparable_weight in [0, 1]: multiplies the position weight of every
+  mapped joint whose definition differs from its SMPL joint's (not
+  `is_comparable`: the OpenSim pelvis origin, the lumbar joint, the toes), so
+  the comparable joints are fitted first and those points decide only what the
+  comparable joints leave free (the pelvis and foot pitch, the spine's bend).
+  1e-4 (benchmarks/FINDINGS.md, issue 18): at 1, a body that cannot match the
+  subject spreads its misfit onto the scored joints (open body, DJ1: 1.57 mm
+  against 0.29 mm at 1e-4).
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
@@ -79,6 +87,7 @@ class PrepareOptions:
   orientations: bool = True
   orientation_weights: Mapping[str, float] = dataclasses.field(
       default_factory=lambda: {g: 1.0 for g in sorted(set(SEGMENT_GROUPS.values()))})
+  noncomparable_weight: float = 1e-4
 
   def __post_init__(self):
     for name, smpl in self.joint_map.items():
@@ -87,6 +96,8 @@ class PrepareOptions:
     check(len(self.joint_weights) == 24, 'joint_weights', 'must be 24 weights')
     for name, w in zip(SMPL_JOINT_NAMES, self.joint_weights):
       check(math.isfinite(w) and w >= 0, f'joint_weights.{name}', f'must be >= 0, got {w}')
+    check(math.isfinite(self.noncomparable_weight) and 0 <= self.noncomparable_weight <= 1,
+          'noncomparable_weight', f'must be in [0, 1], got {self.noncomparable_weight}')
     check(0 <= self.gap_fill <= 1, 'loss.gap_fill', f'must be in [0, 1], got {self.gap_fill}')
     check(math.isfinite(self.contact_weight) and self.contact_weight >= 0, 'loss.contact_weight',
           f'must be >= 0, got {self.contact_weight}')
@@ -188,9 +199,13 @@ def prepare_trial(trial: Trial, options: PrepareOptions, parents=SMPL_PARENTS) -
   # Missing samples of joints seen elsewhere in the trial target their temporal
   # interpolation with weight gap_fill, so gaps are filled smoothly.
   gap = ~valid & ~never[None]
-  joint_weight = np.asarray(options.joint_weights, np.float64)[list(smpl_index)]
-  observed = (valid + options.gap_fill * gap) * (joint_weight > 0)[None]  # weight 0: not data
-  weight = observed * joint_weight[None]
+  # A joint whose definition differs counts noncomparable_weight of a sample,
+  # in its position weight and in the bones that end at it.
+  priority = np.where(mapping.comparable, 1.0, options.noncomparable_weight)
+  user_weight = np.asarray(options.joint_weights, np.float64)[list(smpl_index)]
+  joint_weight = user_weight * priority
+  observed = (valid + options.gap_fill * gap) * priority[None] * (joint_weight > 0)[None]
+  weight = observed * user_weight[None]
   for s, side in enumerate(('left', 'right')):
     for m in feet[side]:
       weight[:, m] *= 1.0 + (options.contact_weight - 1.0) * contact[:, s]

@@ -143,31 +143,57 @@ def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
 
 
 def data_totals(targets: Targets, num_mapped):
-  """(slots, total weight, n) of a trial's targets (NumPy, every frame): real
-  frames x mapped joints, the summed position weight of the observed samples,
-  and 3 x the number of observed samples (`noise_shape_prior_weight`)."""
+  """(slots, n) of a trial's targets (NumPy, every frame): real frames x
+  mapped joints, and 3 x the number of fully observed samples (observed 1,
+  weight > 0: those `white_noise_variance` measures the noise on and the
+  poses spend their degrees of freedom on; `noise_shape_prior_weight`)."""
   exists = np.asarray(targets.exists, np.float64)
   weight = np.asarray(targets.weight, np.float64)
-  observed = exists[:, None] * (weight > 0)
-  return (max(float(exists.sum()) * num_mapped, 1e-9), max(float((weight * observed).sum()), 1e-9),
-          3.0 * float(observed.sum()))
+  observed = exists[:, None] * (weight > 0) * (np.asarray(targets.observed) >= 1.0)
+  return (max(float(exists.sum()) * num_mapped, 1e-9), 3.0 * float(observed.sum()))
 
 
-def noise_shape_prior_weight(position_cost, dof_used, totals, weights: LossWeights, num_betas,
+def white_noise_variance(position_rows, targets: Targets, pos_norm, w_pos):
+  """The targets' noise variance per coordinate (m^2) as the fit's own
+  residual shows it, from what the fit cannot follow from frame to frame
+  (NumPy). position_rows [T,3M]: the position residual rows of every frame
+  (sqrt(w_pos w / pos_norm) (points - targets)); targets with leading [T].
+
+  Measurement noise is independent between frames; a body that cannot match
+  the subject leaves a residual that moves with the pose, smoothly. The
+  second difference of the residual along time, d[t+1] - 2 d[t] + d[t-1],
+  keeps the first (its variance is 6 sigma^2 per coordinate) and removes the
+  second, so misfit is not taken for noise. Over the triples of consecutive
+  frames whose three samples are observed (not gap-filled); with none, the
+  residual's own mean square per coordinate."""
+  weight = np.asarray(targets.weight, np.float64)
+  t, m = weight.shape
+  scale = np.sqrt(float(w_pos) * weight / float(pos_norm))
+  rows = np.asarray(position_rows, np.float64).reshape(t, m, 3)
+  d = np.where(scale[..., None] > 0, rows / np.maximum(scale, 1e-30)[..., None], 0.0)
+  ok = ((np.asarray(targets.observed) >= 1.0) & (np.asarray(targets.exists)[:, None] > 0)
+        & (weight > 0))
+  triple = ok[2:] & ok[1:-1] & ok[:-2]
+  if triple.any():
+    second = d[2:] - 2.0 * d[1:-1] + d[:-2]
+    return float(np.sum(triple[..., None] * second ** 2) / (18.0 * triple.sum()))
+  return float(np.sum(ok[..., None] * d ** 2) / (3.0 * max(ok.sum(), 1)))
+
+
+def noise_shape_prior_weight(noise_sq, dof_used, totals, weights: LossWeights, num_betas,
                              noise_floor_m):
   """The shape prior's weight that the data call for (empirical Bayes).
 
-  position_cost: the current weighted position cost (w_pos sum w |d|^2 / (N M));
-  dof_used: the residual degrees of freedom the poses absorb (hat-matrix trace);
-  totals: `data_totals` of the targets (slots N M, sum w, n);
-  returns B sigma^2 w_pos / (N M) with the unbiased noise variance per
-  coordinate sigma^2 = sum w |d|^2 / sum w * n / (3 (n - p)) (n = 3 x the
-  observed joint samples, p = dof_used), at least noise_floor_m^2.
+  noise_sq: the residual's noise variance per coordinate, m^2
+  (`white_noise_variance`); dof_used: the residual degrees of freedom the poses
+  absorb (hat-matrix trace); totals: `data_totals` of the targets (slots N M,
+  n); returns B sigma^2 w_pos / (N M), the MAP weight for Gaussian noise of
+  the unbiased variance sigma^2 = noise_sq n / (n - p) (n = 3 x the weighted
+  joint samples, p = dof_used), at least noise_floor_m^2.
   """
-  slots, total_weight, n = totals
+  slots, n = totals
   w_pos = jnp.maximum(weights.position, 1e-12)
-  sigma_sq = (position_cost * slots / (w_pos * total_weight)
-              * n / (3.0 * jnp.maximum(n - dof_used, 0.05 * n)))
+  sigma_sq = noise_sq * n / jnp.maximum(n - dof_used, 0.05 * n)
   sigma_sq = jnp.maximum(sigma_sq, jnp.square(noise_floor_m))
   return num_betas * sigma_sq * w_pos / slots
 
@@ -251,7 +277,8 @@ def frame_norms(targets: Targets, structure: FitStructure):
 def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights, structure, norms):
   """Gauss-Newton pieces of the data terms (position, orientation, pose prior), frames [T]:
   h_xx [T,n_x,n_x], h_xs [T,n_x,n_s], g_x [T,n_x], and these frames' sums
-  h_ss [n_s,n_s], g_s [n_s], cost, position_cost, dof_used. norms: `frame_norms`."""
+  h_ss [n_s,n_s], g_s [n_s], cost, dof_used, and position_rows [T,3M], each
+  frame's position residual rows (`white_noise_variance`). norms: `frame_norms`."""
   active = active_joints(model.parents, structure)
   m = len(structure.smpl_index)
   pos_norm, pose_norm, seg_norm = norms
@@ -272,13 +299,19 @@ def _data_normal_equations(model, betas, offsets, poses, trans, targets, weights
   # each frame's hat matrix, tr(H_xx^-1 H_pos) = sum(J_pos^T * H_xx^-1 J_pos^T)
   # for H_pos = J_pos^T J_pos): what they absorb of the noise.
   j_pos_t = jnp.swapaxes(j_pos, -1, -2)                                     # [T,n_x,3M]
-  ridge = 1e-9 * jnp.max(jnp.diagonal(h_xx, axis1=-2, axis2=-1)) + 1e-30
-  h_reg = h_xx + ridge * eye
-  dof_used = jnp.sum(jnp.linalg.solve(h_reg, j_pos_t) * j_pos_t)
+  # A ridge at the dtype's resolution (per frame): directions the data barely
+  # see absorb no noise, and a near-singular block (a 1e-8 pose prior beside
+  # down-weighted joints) must not turn float32 solves into NaN. Each frame's
+  # trace lies in [0, 3M].
+  diag = jnp.diagonal(h_xx, axis1=-2, axis2=-1)
+  ridge = 10 * jnp.finfo(h_xx.dtype).eps * jnp.max(diag, -1) + 1e-30                # [T]
+  h_reg = h_xx + ridge[:, None, None] * eye
+  per_frame = jnp.sum(jnp.linalg.solve(h_reg, j_pos_t) * j_pos_t, (-2, -1))
+  dof_used = jnp.sum(jnp.clip(jnp.nan_to_num(per_frame), 0.0, 3.0 * m))
   return dict(h_xx=h_xx, h_xs=jnp.einsum('tri,trj->tij', j_pos, j_s), g_x=g_x,
               h_ss=jnp.einsum('tri,trj->ij', j_s, j_s), g_s=jnp.einsum('tri,tr->i', j_s, r_pos),
               cost=jnp.sum(r * r),
-              position_cost=jnp.sum(jnp.square(r[:, :3 * m])), dof_used=dof_used)
+              position_rows=r[:, :3 * m], dof_used=dof_used)
 
 
 @functools.partial(jax.jit, static_argnames=('structure',))
@@ -338,14 +371,14 @@ def _chunk_reduce(h_xx, h_xs, g_x, damping):
           -jnp.einsum('tis,ti->s', h_xs, inv_g_x))
 
 
-def _shape_weight(position_cost, dof_used, totals, weights, num_betas, auto_prior, noise_floor_m):
-  data = noise_shape_prior_weight(position_cost, dof_used, totals, weights, num_betas,
+def _shape_weight(noise_sq, dof_used, totals, weights, num_betas, auto_prior, noise_floor_m):
+  data = noise_shape_prior_weight(noise_sq, dof_used, totals, weights, num_betas,
                                   noise_floor_m)
   return auto_prior * data + (1 - auto_prior) * weights.shape_prior
 
 
 @functools.partial(jax.jit, static_argnames=('offset_free',))
-def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, position_cost, dof_used,
+def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, noise_sq, dof_used,
                  totals, weights, damping, beta_bound, offset_bound, auto_prior, noise_floor_m,
                  *, offset_free):
   """The shared step of one iteration from the summed pieces: the shape
@@ -355,7 +388,7 @@ def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, position_c
   priors' cost now and after the step)."""
   nb = betas.shape[0]
   free = np.asarray(offset_free, int)
-  w_shape = _shape_weight(position_cost, dof_used, totals, weights, nb, auto_prior, noise_floor_m)
+  w_shape = _shape_weight(noise_sq, dof_used, totals, weights, nb, auto_prior, noise_floor_m)
   r_p, j_p = _shared_prior(betas, offsets, w_shape, weights.offset_prior, offset_free)
   schur = damped(h_ss + j_p.T @ j_p, damping) + schur_frames
   rhs = g_s + j_p.T @ r_p + rhs_frames
@@ -374,10 +407,10 @@ def _shared_step(betas, offsets, h_ss, g_s, schur_frames, rhs_frames, position_c
 
 
 @functools.partial(jax.jit, static_argnames=('offset_free',))
-def _final_prior(betas, offsets, position_cost, dof_used, totals, weights, auto_prior,
+def _final_prior(betas, offsets, noise_sq, dof_used, totals, weights, auto_prior,
                  noise_floor_m, *, offset_free):
   """(the shape prior's weight at the final fit, the priors' cost there)."""
-  w_shape = _shape_weight(position_cost, dof_used, totals, weights, betas.shape[0], auto_prior,
+  w_shape = _shape_weight(noise_sq, dof_used, totals, weights, betas.shape[0], auto_prior,
                           noise_floor_m)
   r_p, _ = _shared_prior(betas, offsets, w_shape, weights.offset_prior, offset_free)
   return w_shape, jnp.sum(r_p * r_p)
@@ -446,8 +479,12 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
   def linearise(b, o, ps, ts):
     lins = [call(_chunk_linearise, (model, b, o, p, t, g, weights, norms), static)
             for p, t, g in zip(ps, ts, tgt)]
-    return lins, {key: np.asarray(sum(np.asarray(l[key], np.float64) for l in lins), dtype)
-                  for key in ('h_ss', 'g_s', 'cost', 'position_cost', 'dof_used')}
+    sums = {key: np.asarray(sum(np.asarray(l[key], np.float64) for l in lins), dtype)
+            for key in ('h_ss', 'g_s', 'cost', 'dof_used')}
+    rows = np.concatenate([np.asarray(l['position_rows']) for l in lins])[:n]
+    sums['noise_sq'] = np.asarray(white_noise_variance(rows, targets, norms[0], weights.position),
+                                  dtype)
+    return lins, sums
 
   # Start inside the bounds (the closed-form initial shape may lie outside),
   # or every step that the bound clips would be rejected.
@@ -462,7 +499,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
     rhs_frames = np.asarray(sum(np.asarray(r[3], np.float64) for r in reduced), dtype)
     b_new, o_new, d_s, w_shape, prior_now, prior_new = call(
         _shared_step, (b, o, sums['h_ss'], sums['g_s'], schur_frames, rhs_frames,
-                       sums['position_cost'], sums['dof_used'], totals, weights, scalar(damping),
+                       sums['noise_sq'], sums['dof_used'], totals, weights, scalar(damping),
                        *bounds, *prior_args), shared_static)
     applied = [call(_chunk_apply, (model, b_new, o_new, p, t, g, weights, norms, r[0], r[1], d_s),
                     static) for p, t, g, r in zip(poses_c, trans_c, tgt, reduced)]
@@ -477,7 +514,7 @@ def joint_lm(model: JointModel, betas, offsets, poses, trans, targets: Targets,
       if small_steps >= 2:
         break
     damping = damping / DAMPING_DOWN if better else damping * DAMPING_UP
-  w_shape, prior_cost = call(_final_prior, (b, o, sums['position_cost'], sums['dof_used'], totals,
+  w_shape, prior_cost = call(_final_prior, (b, o, sums['noise_sq'], sums['dof_used'], totals,
                                             weights, *prior_args), shared_static)
   return (b, o, np.concatenate([np.asarray(p) for p in poses_c])[:n],
           np.concatenate([np.asarray(t) for t in trans_c])[:n],

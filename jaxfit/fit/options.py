@@ -55,14 +55,26 @@ def joint_lr_groups(joint_lr) -> dict:
 DEFAULT_JOINT_LR = joint_lr_from_groups(dict(hips=1.5, feet=0.5))
 # The recommended loss weights (the traced LossWeights default to 0 = off).
 # orientation: the OpenSim segment orientations (files that carry them), rad^2
-# against the position term's m^2 (0 = joint centres only).
+# against the position term's m^2 (0 = joint centres only). 1e-5: it decides
+# what the joint centres leave free (each segment's twist: p95 <= 1.2 deg on
+# the real trials) and barely moves the joints; at 1e-3 the open body's DJ1
+# MPJPE is 0.49 mm instead of 0.29 (the OpenSim and SMPL skeletons cannot
+# match both the centres and the segment swings; the centres are the metric).
+# bone_direction, bone_length: the Adam stages only (off by default). Bones
+# weigh as their less observed end, so those ending at a joint whose definition
+# differs count noncomparable_weight: at full weight those bones made a body
+# that cannot match the subject pay at the scored joints (open body, DJ1 with
+# stage 4 on: 2.7-4.0 mm against 0.32). bone_direction keeps the frame-by-frame
+# Adam of configs/sequential.py on the truth (0.35 mm with it, 1.7 without).
+# pose_reg: 1e-8, enough to condition the solves (0 breaks DJ1: 3.6 mm), 0.02
+# mm better than 1e-6 on walking2 (benchmarks/FINDINGS.md, issue 18).
 # offset_prior: 1e-2. Measured at 1e-6 (benchmarks/FINDINGS.md): the open body's
 # comparable joints gain up to 0.7 mm (walking2 1.46 -> 0.85 mm), but offsets then
 # drift in directions no target sees (5 mm on exact data) and asked-for knee offsets
 # are recovered 12 mm off in 20 iterations: not adopted.
 DEFAULT_LOSS = LossWeights(
-    position=1.0, orientation=1e-3, bone_direction=0.05, bone_length=1.0, bone_length_consistency=0.0,
-    pose_reg=1e-6, trans_reg=0.0, shape_prior=3e-6, offset_prior=1e-2, temporal=1e-5,
+    position=1.0, orientation=1e-5, bone_direction=0.05, bone_length=1.0, bone_length_consistency=0.0,
+    pose_reg=1e-8, trans_reg=0.0, shape_prior=3e-6, offset_prior=1e-2, temporal=1e-5,
     velocity=0.0, acceleration=1e-2, foot_skate=0.0)
 
 
@@ -122,19 +134,22 @@ class ShapeOptions(StageOptions):
   `resolve_iters` LM iterations; 'adam': the reference's Adam on betas (lr)
   and the sample's poses (pose_lr) for `iters` steps (iters > 0 adds it
   after the other methods). prior: 'auto' (joint_lm: the shape prior's weight
-  follows the noise the fit's own residual shows, at least noise_floor_m m of
-  noise; joint_lm.noise_shape_prior_weight) or 'fixed' (loss.shape_prior).
+  follows the noise the fit's own residual shows from frame to frame, at least
+  noise_floor_m m of noise; joint_lm.white_noise_variance and
+  noise_shape_prior_weight) or 'fixed' (loss.shape_prior).
   joint_tol: the joint solve stops before joint_iters once two accepted steps
   in a row lowered its cost by less than this fraction (0 = always
-  joint_iters). 1e-4: on the real trials the solve has converged after 10-12
-  of the 20 iterations, every later one lowers the cost by 1e-5-4e-5 of
-  itself and moves MPJPE by < 0.02 mm (FINDINGS.md, issue 22)."""
+  joint_iters). 1e-4: once converged every later step lowers the cost by
+  1e-5-4e-5 of itself and moves MPJPE by < 0.02 mm (FINDINGS.md, issue 22).
+  joint_iters 30: with the non-comparable joints down-weighted
+  (PrepareOptions.noncomparable_weight) the real trials use all 20 of the
+  former limit (open body, walking2: 0.247 mm at 20, 0.242 at 30)."""
   iters: int = 0
   lr: float = 0.05
   lr_final_ratio: float = 0.1
   terms: Tuple[str, ...] = ('position', 'bone_direction', 'bone_length', 'pose_reg', 'shape_prior')
   method: str = 'joint_lm'
-  joint_iters: int = 20
+  joint_iters: int = 30
   joint_tol: float = 1e-4
   beta_bound: float = 3.0
   prior: str = 'auto'
@@ -189,8 +204,15 @@ class PoseOptions(StageOptions):
 @dataclasses.dataclass(frozen=True)
 class SequenceOptions(StageOptions):
   """Stage 4 (whole sequence). betas_lr: Adam rate of the shape (0 = fixed:
-  the joint LM chose it under the prior and the bound)."""
-  iters: int = 60
+  the joint LM chose it under the prior and the bound).
+
+  Off by default (iters 0): AddBiomechanics joint centres are IK output,
+  already smooth, and its Adam smoothing costs the user's MPJPE 0.02-0.03 mm
+  there (open body, DJ1 0.29 -> 0.31, walking2 0.24 -> 0.26 mm) with no
+  jitter to remove (the fit's jitter equals the targets'). On noisy inputs it
+  pays: SMPL truth with 10 mm noise, 13.7 -> 13.1 mm from the truth with
+  `--config.sequence.iters=60` (benchmarks/FINDINGS.md, issue 18)."""
+  iters: int = 0
   lr: float = 0.001
   lr_final_ratio: float = 0.05
   terms: Tuple[str, ...] = ('position', 'orientation', 'bone_direction', 'bone_length',

@@ -40,7 +40,8 @@ class Targets:
   joints [K,M,3] m (zeros where invalid); weight [K,M] >= 0, the position
   weight (0 = missing; includes gap filling, per-joint weights and contact
   up-weighting); observed [K,M] in [0,1]: how much each target is data (1
-  observed, the gap_fill weight where interpolated, 0 never seen); exists [K]
+  observed, the gap_fill weight where interpolated, 0 never seen; times
+  noncomparable_weight for a joint whose definition differs); exists [K]
   1 for real frames, 0 for padding; contact [K,2] (left, right foot) in {0,1};
   trans_prior [K,3] m, the translation the trans regulariser pulls towards;
   seg_rot [K,S,3,3]: the global rotation (SMPL world) each paired segment's
@@ -151,10 +152,12 @@ class TrialArrays:
   filled [T_pad,M,3] gaps linearly interpolated (for initialisation);
   valid [T,M] observed (unpadded);
   observed [T_pad,M] in [0,1]: 1 observed, gap_fill interpolated, 0 never seen,
-    padding or weighted 0 (how much a target is data, whatever its weight);
+    padding or weighted 0, times noncomparable_weight for a joint whose
+    definition differs (how much a target is data; bones weigh by it);
   weight [T_pad,M] position weight: observed x joint weight x contact factor;
   exists [T_pad]; contact [T_pad,2] (left, right) float; num_frames: real frames T;
-  joint_weight [M]: the position weight of each mapped joint (0 = not fitted);
+  joint_weight [M]: the position weight of each mapped joint, noncomparable_weight
+    included (0 = not fitted);
   offset_bound [M] m: each learned offset's bound (0 where none is learned);
   segment_rotations [T_pad,S,3,3]: A R_opensim, each paired OpenSim body's
   rotation in the SMPL world (identity where missing; S =

@@ -148,6 +148,9 @@ def fit_config(inputs: InputOptions = InputOptions(), prepare: PrepareOptions = 
       dtype=fit.dtype,
       joint_map=dict(prepare.joint_map),
       joint_weights=dict(zip(SMPL_JOINT_NAMES, (float(w) for w in prepare.joint_weights))),
+      # Times joint_weights for mapped joints whose definitions differ from their
+      # SMPL joint's (pelvis origin, lumbar joint, toes): comparable joints first.
+      noncomparable_weight=prepare.noncomparable_weight,
       joint_lr=joint_lr_groups(fit.joint_lr),
       loss=dict(fit.loss._asdict(), contact_weight=prepare.contact_weight,
                 gap_fill=prepare.gap_fill),
@@ -218,6 +221,7 @@ def settings_from_config(c: ml_collections.ConfigDict) -> Settings:
       offset_limits={str(k): (float(c.offsets.typical_m[k]), float(c.offsets.bound_m[k]))
                      for k in c.offsets.bound_m.keys() if k != 'other'},
       other_offset_limit=(float(c.offsets.typical_m.other), float(c.offsets.bound_m.other)),
+      noncomparable_weight=float(c.noncomparable_weight),
       orientations=float(c.loss.orientation) > 0,
       orientation_weights={str(k): float(v) for k, v in c.orientation_weights.items()})
   fit = FitOptions(
