@@ -69,7 +69,7 @@ class PrepareOptions:
   comparable joints leave free (the pelvis and foot pitch, the spine's bend).
   1e-4 (benchmarks/FINDINGS.md, issue 18): at 1, a body that cannot match the
   subject spreads its misfit onto the scored joints (open body, DJ1: 1.57 mm
-  against 0.29 mm at 1e-4).
+  against 0.30 mm at 1e-4, the default config).
   """
   joint_map: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(DEFAULT_JOINT_MAP))
   joint_weights: Tuple[float, ...] = (1.0,) * 24
