@@ -22,18 +22,24 @@ def read_real_trial(file_name, trial):
   return read_b3d_trials(path, trials=[trial])[0]
 
 
+def load_config_file(name):
+  """The ConfigDict of configs/<name> (its get_config())."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', name)
+  spec = importlib.util.spec_from_file_location(f'jaxfit_config_{name[:-3]}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def make_settings(learn_offsets=True, **overrides):
   """Validated settings from the default config with dotted overrides
-  ('loss.temporal': 0.1). variant='sequential' runs stage 3 frame by frame, as
-  configs/sequential.py does (then stage 4). learn_offsets=False for SMPL-generated truth: it
+  ('loss.temporal': 0.1). variant='sequential' starts from configs/sequential.py
+  (stage 3 frame by frame, then stage 4). learn_offsets=False for SMPL-generated truth: it
   has SMPL's own joint definitions, so no correspondence offsets to learn (free
   ones would trade against weakly determined shape directions)."""
   from jaxfit.run.config import base_config, settings_from_config  # pylint: disable=import-outside-toplevel
-  c = base_config()
-  if overrides.get('variant') == 'sequential':
-    c.pose.iters = 40
-    c.sequence.iters = 60
-    c.noncomparable_weight = 1.0
+  c = load_config_file('sequential.py') if overrides.get('variant') == 'sequential' else base_config()
   if not learn_offsets:
     c.offsets.joints = ''
   for key, value in overrides.items():

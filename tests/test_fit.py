@@ -19,7 +19,7 @@ from jaxfit.fit.losses import term_losses
 from jaxfit.fit.pipeline import fit_trial, stage_hyper, target_distances, _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
 from jaxfit.data.prepare import prepare_trial
-from tests.conftest import make_settings, read_real_trial
+from tests.conftest import load_config_file, make_settings, read_real_trial
 
 FRAMES = 200
 
@@ -29,12 +29,7 @@ def _settings(**overrides):
 
 
 def _reference_settings():
-  import importlib.util, os
-  spec = importlib.util.spec_from_file_location(
-      'reference_cfg', os.path.join(os.path.dirname(__file__), '..', 'configs', 'reference.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return settings_from_config(module.get_config())
+  return settings_from_config(load_config_file('reference.py'))
 
 
 @pytest.fixture(scope='module')

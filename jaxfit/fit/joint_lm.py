@@ -142,15 +142,20 @@ def _shared_prior(betas, offsets, shape_weight, offset_weight, offset_free):
   return jnp.concatenate([r_b, r_o]), jac.reshape(n_s, n_s).astype(betas.dtype)
 
 
+def _fully_observed(targets: Targets):
+  """[T,M] bool (NumPy): the samples that are data in full: a real frame,
+  weight > 0, observed 1 (not gap-filled, not a down-weighted joint)."""
+  return ((np.asarray(targets.exists)[:, None] > 0) & (np.asarray(targets.weight) > 0)
+          & (np.asarray(targets.observed) >= 1.0))
+
+
 def data_totals(targets: Targets, num_mapped):
   """(slots, n) of a trial's targets (NumPy, every frame): real frames x
   mapped joints, and 3 x the number of fully observed samples (observed 1,
   weight > 0: those `white_noise_variance` measures the noise on and the
   poses spend their degrees of freedom on; `noise_shape_prior_weight`)."""
   exists = np.asarray(targets.exists, np.float64)
-  weight = np.asarray(targets.weight, np.float64)
-  observed = exists[:, None] * (weight > 0) * (np.asarray(targets.observed) >= 1.0)
-  return (max(float(exists.sum()) * num_mapped, 1e-9), 3.0 * float(observed.sum()))
+  return (max(float(exists.sum()) * num_mapped, 1e-9), 3.0 * float(_fully_observed(targets).sum()))
 
 
 def white_noise_variance(position_rows, targets: Targets, pos_norm, w_pos):
@@ -171,8 +176,7 @@ def white_noise_variance(position_rows, targets: Targets, pos_norm, w_pos):
   scale = np.sqrt(float(w_pos) * weight / float(pos_norm))
   rows = np.asarray(position_rows, np.float64).reshape(t, m, 3)
   d = np.where(scale[..., None] > 0, rows / np.maximum(scale, 1e-30)[..., None], 0.0)
-  ok = ((np.asarray(targets.observed) >= 1.0) & (np.asarray(targets.exists)[:, None] > 0)
-        & (weight > 0))
+  ok = _fully_observed(targets)
   triple = ok[2:] & ok[1:-1] & ok[:-2]
   if triple.any():
     second = d[2:] - 2.0 * d[1:-1] + d[:-2]
