@@ -65,6 +65,7 @@ from jaxfit.io.b3d import read_b3d_trials  # noqa: E402
 from jaxfit.io.smpl_file import load_body_model, save_body_model_npz  # noqa: E402
 from jaxfit.data.metrics import procrustes_aligned  # noqa: E402
 from jaxfit.data.prepare import prepare_trial  # noqa: E402
+from jaxfit.runtime import jax_setup  # noqa: E402
 
 REAL = os.path.join(ROOT, '..', 'shared', 'data', 'real')
 # AddBiomechanics joints whose definition agrees with the SMPL joint they map
@@ -543,6 +544,8 @@ def main(argv=None):
   parser.add_argument('--data', default=REAL, help='folder of .b3d files')
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'REAL_DATA.md'))
   parser.add_argument('--work', default='/tmp/jaxfit_real_bench')
+  parser.add_argument('--compilation_cache_dir', default='none',
+                      help="jaxfit's store of compiled programs ('none': compile here)")
   parser.add_argument('--override', action='append', default=[],
                       help='jaxfit config overrides field=value (python literal), repeatable')
   args = parser.parse_args(argv)
@@ -550,6 +553,7 @@ def main(argv=None):
     raise SystemExit('--restarts and --baseline_steps must be >= 1')
   t_start = time.perf_counter()
   os.makedirs(args.work, exist_ok=True)
+  jax_setup.use_executable_store(args.compilation_cache_dir)
   config = base_config()
   for item in args.override:
     key, value = item.split('=', 1)

@@ -40,6 +40,7 @@ from jaxfit.io.b3d import read_b3d_trials  # noqa: E402  pylint: disable=wrong-i
 from jaxfit.runtime.files import atomic_write  # noqa: E402  pylint: disable=wrong-import-position
 from jaxfit.run.config import base_config, settings_from_config  # noqa: E402
 from jaxfit.run.trial import settings_model, settings_trials  # noqa: E402
+from jaxfit.runtime import jax_setup  # noqa: E402  pylint: disable=wrong-import-position
 # pylint: enable=wrong-import-position
 
 METHODS = ('jaxfit_simultaneous', 'jaxfit_sequential', 'reference_torch')
@@ -61,8 +62,9 @@ def subject_path(work, frames):
   return path
 
 
-def worker(method, path, out_dir):
-  """Fits one subject with one method; prints one JSON line."""
+def worker(method, path, out_dir, store='none'):
+  """Fits one subject with one method; prints one JSON line. store: the
+  compiled-program store jaxfit uses ('none': it compiles, timed apart)."""
   t0 = time.perf_counter()
   if method == 'reference_torch':
     from benchmarks.reference_torch import run  # pylint: disable=import-outside-toplevel
@@ -70,6 +72,7 @@ def worker(method, path, out_dir):
     metrics = rows[0]['metrics']
     times = dict(metrics['time_s'], compile_s=0.0)
   else:
+    jax_setup.use_executable_store(store)
     config = base_config()
     config.body = 'demo'   # the published speed results are on the mannequin
     config.variant = method.split('_')[1]
@@ -121,9 +124,10 @@ def batch_throughput(batch_sizes, frames=256, iterations=50):
   return rows
 
 
-def run_method(method, path, out_dir):
+def run_method(method, path, out_dir, store='none'):
   env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED='1')
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', method, path, out_dir],
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--worker', method, path, out_dir,
+                         store],
                         capture_output=True, text=True, env=env, cwd=ROOT)
   for line in proc.stdout.splitlines():
     if line.startswith('RESULT '):
@@ -184,7 +188,7 @@ def markdown(results, batch, info, reads=(), findings=''):
 
 def main():
   if len(sys.argv) > 1 and sys.argv[1] == '--worker':
-    worker(*sys.argv[2:5])
+    worker(*sys.argv[2:6])
     return
   parser = argparse.ArgumentParser(description='jaxfit vs the PyTorch reference')
   parser.add_argument('--frames', default='200,500,2000')
@@ -192,6 +196,8 @@ def main():
   parser.add_argument('--batch', default='1,4,16', help="trial counts for the batched core; '' skips")
   parser.add_argument('--out', default=os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))
   parser.add_argument('--work', default=os.path.join(ROOT, 'benchmarks', 'out'))
+  parser.add_argument('--compilation_cache_dir', default='none',
+                      help="jaxfit's store of compiled programs ('none': each run compiles)")
   parser.add_argument('--render', action='store_true',
                       help='only rebuild --out from its .json and benchmarks/FINDINGS.md')
   args = parser.parse_args()
@@ -212,7 +218,7 @@ def main():
     path = subject_path(args.work, frames)
     paths.append((frames, path))
     for method in args.methods.split(','):
-      r = run_method(method, path, os.path.join(args.work, 'fits', method))
+      r = run_method(method, path, os.path.join(args.work, 'fits', method), args.compilation_cache_dir)
       print(f'{frames:5d} frames  {method:22s} {r["time_s"]["total"]:8.2f} s  '
             f'(+{r["time_s"].get("compile_s", 0):.1f} s compile)  MPJPE {r["mpjpe_mm"]:.1f} mm', flush=True)
       results.append(r)

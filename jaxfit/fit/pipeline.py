@@ -234,7 +234,8 @@ def fit_plan(options: FitOptions, structure: FitStructure):
     pose_iters = options.pose.iters if p == 0 else options.pose.iters // 2
     if pose_iters:
       plan.append(('pose' + suffix, 'pose_adam', dict(iters=pose_iters, loss_name='pose' + suffix)))
-    plan.append(('sequence' + suffix, 'sequence_adam', dict(loss_name='sequence' + suffix)))
+    if options.sequence.iters:
+      plan.append(('sequence' + suffix, 'sequence_adam', dict(loss_name='sequence' + suffix)))
   return tuple(plan)
 
 
