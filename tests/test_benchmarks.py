@@ -8,12 +8,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_harness_smoke(tmp_path):
+def test_harness_smoke(tmp_path, executable_cache):
+  """benchmarks/run.py, tiny: 30 frames, both methods, the batched core on 2
+  trials; jaxfit loads the session's compiled programs."""
   out = tmp_path / 'RESULTS.md'
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.run(
       [sys.executable, 'benchmarks/run.py', '--frames=30', '--methods=jaxfit_simultaneous,reference_torch',
-       '--batch=1,2', f'--out={out}', f'--work={tmp_path / "work"}'],
+       '--batch=2', f'--out={out}', f'--work={tmp_path / "work"}',
+       f'--compilation_cache_dir={executable_cache}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = out.read_text()
@@ -28,7 +31,7 @@ def test_harness_smoke(tmp_path):
   assert sorted(os.listdir(fit_dir)) == ['config.json', 'metrics.json', 'params.npz']
 
 
-def test_real_data_benchmark_smoke(tmp_path):
+def test_real_data_benchmark_smoke(tmp_path, executable_cache):
   """benchmarks/real_data.py end to end, tiny: one generated-truth trial, 50
   frames, 20 Adam steps, 10 L-BFGS, one restart; writes both files."""
   out = tmp_path / 'REAL_DATA.md'
@@ -36,7 +39,7 @@ def test_real_data_benchmark_smoke(tmp_path):
   proc = subprocess.run(
       [sys.executable, 'benchmarks/real_data.py', '--models=demo', '--trials=smpl_truth_0/noiseless',
        '--max_frames=50', '--baseline_steps=20', '--polish_steps=10', '--restarts=1', f'--out={out}',
-       f'--work={tmp_path / "work"}'],
+       f'--work={tmp_path / "work"}', f'--compilation_cache_dir={executable_cache}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   table = out.read_text()

@@ -99,9 +99,10 @@ def test_fk_gradients_match_finite_differences(demo_model, scale):
   poses = rng.normal(scale=scale, size=(24, 3))
   trans = rng.normal(size=3)
   weights = rng.normal(size=(24, 3))
+  @jax.jit
   def loss(b, p, t):
     return jnp.sum(weights * forward_kinematics(demo_model, b, p, t)[0])
-  grads = jax.grad(loss, argnums=(0, 1, 2))(jnp.asarray(betas), jnp.asarray(poses), jnp.asarray(trans))
+  grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(jnp.asarray(betas), jnp.asarray(poses), jnp.asarray(trans))
   eps = 1e-6
   for arg, (g, x) in enumerate(zip(grads, (betas, poses, trans))):
     g = np.asarray(g).ravel()
@@ -139,5 +140,5 @@ def test_vmapped_fk_over_frames_and_subjects(demo_model):
   per_frame = jax.vmap(lambda b, p, t: forward_kinematics(demo_model, b, p, t)[0], in_axes=(None, 0, 0))
   batched = jax.jit(jax.vmap(per_frame))(betas, poses, trans)
   chex.assert_shape(batched, (2, 5, 24, 3))
-  single = forward_kinematics(demo_model, betas[1], poses[1, 3], trans[1, 3])[0]
+  single = jax.jit(forward_kinematics)(demo_model, betas[1], poses[1, 3], trans[1, 3])[0]
   np.testing.assert_allclose(np.asarray(batched[1, 3]), np.asarray(single), atol=1e-5)

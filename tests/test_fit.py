@@ -13,15 +13,19 @@ from jaxfit.run.config import settings_from_config
 from jaxfit.demo.smpl_truth import make_ground_truth_trial, with_gaps
 from jaxfit.runtime import compiled
 from jaxfit.fit.core import fit_blocks
-from jaxfit.fit.init import rigid_pairs, shape_from_distances, solve_betas
+from jaxfit.fit.init import rigid_pairs, shape_from_distances_jit, solve_betas_jit
 from jaxfit.fit.lm import joints_and_jacobian, moving_joints
-from jaxfit.fit.losses import term_losses
+from jaxfit.fit.losses import term_losses as _term_losses
 from jaxfit.fit.pipeline import fit_trial, stage_hyper, target_distances, _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
 from jaxfit.data.prepare import prepare_trial
 from tests.conftest import load_config_file, make_settings, read_real_trial
 
 FRAMES = 200
+
+
+# Jitted, as the fitting code runs it (one program, not every operation dispatched on its own).
+term_losses = jax.jit(_term_losses, static_argnums=4)
 
 
 def _settings(**overrides):
@@ -179,7 +183,12 @@ def test_per_joint_learning_rates_scale_the_adam_step(block):
 def test_sequential_and_simultaneous_share_one_compiled_core(demo_model, truth_trial):
   trial, _ = truth_trial
   compiled.clear(fit_blocks)
-  simultaneous = _settings(variant='simultaneous')
+  # The default runs no Adam stage (stage 3 and stage 4 have 0 steps), so
+  # compiles no Adam program.
+  default = _settings()
+  fit_trial(demo_model, prepare_trial(trial, default.prepare), default.fit)
+  assert compiled.num_compiled(fit_blocks) == 0
+  simultaneous = _settings(**{'variant': 'simultaneous', 'sequence.iters': 20})
   prep = prepare_trial(trial, simultaneous.prepare)
   fit_trial(demo_model, prep, simultaneous.fit)
   executables = compiled.num_compiled(fit_blocks)
@@ -236,16 +245,17 @@ def test_analytic_kinematic_jacobian_matches_autodiff(demo_model, with_offsets):
   offsets = np.zeros((24, 3), np.float32)
   offsets[list(offset_joints)] = rng.normal(scale=0.05, size=(len(offset_joints), 3))
   offsets = jnp.asarray(offsets)
-  points, jac, _ = joints_and_jacobian(model, betas, pose, trans, structure_index, active,
-                                       offsets, offset_joints)
+  points, jac, _ = jax.jit(joints_and_jacobian, static_argnums=(4, 5, 7))(
+      model, betas, pose, trans, structure_index, active, offsets, offset_joints)
   from jaxfit.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle
   def posed(delta):
     rot = axis_angle_to_matrix(pose[np.asarray(active)]) @ axis_angle_to_matrix(delta[:-3].reshape(-1, 3))
     full = pose.at[np.asarray(active)].set(matrix_to_axis_angle(rot))
     joints, rotations = forward_kinematics(model, betas, full, trans + delta[-3:])
     return joints + jnp.einsum('jab,jb->ja', rotations, offsets)
-  auto = jax.jacfwd(posed)(jnp.zeros(3 * len(active) + 3, jnp.float32))
-  np.testing.assert_allclose(np.asarray(points), np.asarray(posed(jnp.zeros(3 * len(active) + 3))), atol=1e-5)
+  auto = jax.jit(jax.jacfwd(posed))(jnp.zeros(3 * len(active) + 3, jnp.float32))
+  np.testing.assert_allclose(np.asarray(points), np.asarray(jax.jit(posed)(jnp.zeros(3 * len(active) + 3))),
+                             atol=1e-5)
   np.testing.assert_allclose(np.asarray(jac), np.asarray(auto), atol=2e-4)
   if with_offsets:   # the hands' own rotation moves their offset points
     assert 23 in active and 23 not in moving_joints(model.parents, structure_index)
@@ -281,8 +291,8 @@ def test_analytic_orientation_jacobian_matches_autodiff(demo_model):
     _, rotations = forward_kinematics(model, betas, full, trans + delta[-3:])
     return orientation_rows(rotations, target, weights, structure, active, model.parents, 9.0)
   zero = jnp.zeros(3 * len(active) + 3, jnp.float32)
-  r, jac = rows(zero)
-  auto = jax.jacfwd(lambda d: rows(d)[0])(zero)
+  r, jac = jax.jit(rows)(zero)
+  auto = jax.jit(jax.jacfwd(lambda d: rows(d)[0]))(zero)
   np.testing.assert_allclose(np.asarray(jac), np.asarray(auto), atol=2e-4)
   # Its squared norm is the orientation loss of losses.py (weighted).
   _, rotations = forward_kinematics(model, betas, pose, trans)
@@ -296,7 +306,8 @@ def test_joint_solve_cost_is_the_losses_total(demo_model):
   equals losses.total_loss (position, orientation, pose prior, shape and offset
   priors) at the same parameters."""
   from jaxfit.fit.joint_lm import joint_lm
-  from jaxfit.fit.losses import total_loss
+  from jaxfit.fit import losses
+  total_loss = jax.jit(losses.total_loss, static_argnums=4)   # as the fitting code runs it
   from jaxfit.fit.pipeline import _targets
   from jaxfit.fit.types import LossWeights, empty_anchor
   settings = make_settings(**{'max_frames': 40})
@@ -335,18 +346,18 @@ def test_closed_form_shape_pieces_are_exact(demo_model, truth_trial):
   idx = prep.structure.smpl_index
   pairs = rigid_pairs(idx, model.parents)
   distances, weight = target_distances(prep, pairs)
-  betas = shape_from_distances(model, jnp.asarray(distances, jnp.float32),
-                               jnp.asarray(weight, jnp.float32), pairs, idx, 1e-9)
+  betas = shape_from_distances_jit(model, jnp.asarray(distances, jnp.float32),
+                                   jnp.asarray(weight, jnp.float32), pairs, idx, 1e-9)
   from jaxfit.body.model import shaped_joints
-  rest = np.asarray(shaped_joints(model, betas))
+  rest = np.asarray(jax.jit(shaped_joints)(model, betas))
   a, b = np.asarray(idx)[[p for p, _ in pairs]], np.asarray(idx)[[q for _, q in pairs]]
   np.testing.assert_allclose(np.linalg.norm(rest[b] - rest[a], axis=-1), distances, atol=2e-5)
   # Least squares with the true rotations reproduces every joint.
   frames = np.arange(0, FRAMES, 5)
-  betas_ls = solve_betas(model, jnp.asarray(truth['poses'][frames], jnp.float32),
-                         jnp.asarray(prep.targets[frames], jnp.float32),
-                         jnp.asarray(prep.weight[frames], jnp.float32), idx, 1e-9)
-  joints = jax.vmap(lambda p, t: forward_kinematics(model, betas_ls, p, t)[0])(
+  betas_ls = solve_betas_jit(model, jnp.asarray(truth['poses'][frames], jnp.float32),
+                             jnp.asarray(prep.targets[frames], jnp.float32),
+                             jnp.asarray(prep.weight[frames], jnp.float32), idx, 1e-9)
+  joints = jax.jit(jax.vmap(lambda p, t: forward_kinematics(model, betas_ls, p, t)[0]))(
       jnp.asarray(truth['poses'][frames], jnp.float32), jnp.asarray(truth['trans'][frames], jnp.float32))
   offset = np.asarray(joints)[:, list(idx)] - truth['clean'][frames]
   offset -= offset.mean(1, keepdims=True)          # translation is free per frame
@@ -355,7 +366,7 @@ def test_closed_form_shape_pieces_are_exact(demo_model, truth_trial):
 
 def test_a_never_observed_joint_does_not_bias_the_initial_root(demo_model, truth_trial):
   from jaxfit.body.rotation import axis_angle_to_matrix
-  from jaxfit.fit.init import root_initialisation
+  from jaxfit.fit.init import root_initialisation_jit as root_initialisation
   trial, truth = truth_trial
   joints = np.array(trial.joints)
   joints[:, list(trial.joint_names).index('back')] = np.nan       # spine1 never observed

@@ -108,7 +108,7 @@ def test_padding_does_not_change_the_fit(demo_model):
 
 
 def test_second_pass_runs_and_keeps_the_accuracy(demo_model):
-  s = _settings(max_passes=2)
+  s = _settings(max_passes=2, **{'sequence.iters': 20})
   trial, truth = make_ground_truth_trial(demo_model, s.prepare.joint_map, num_frames=FRAMES, seed=8)
   prep, result = _fit(demo_model, trial, s)
   assert 'sequence_pass2' in result.losses
