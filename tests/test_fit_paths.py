@@ -62,7 +62,9 @@ def test_a_trial_turning_two_full_turns_fits_like_a_straight_one(demo_model, var
 
 
 def test_float64_is_really_float64(demo_model):
-  settings = _settings(dtype='float64')
+  # Offsets learned (the default): the programs of
+  # test_joint_solve.py::test_noiseless_truth_is_recovered_exactly, compiled once.
+  settings = make_settings(dtype='float64')
   trial, truth = make_ground_truth_trial(demo_model, settings.prepare.joint_map, num_frames=FRAMES, seed=2)
   with jax.experimental.enable_x64():
     prep, result = _fit(demo_model, trial, settings)
