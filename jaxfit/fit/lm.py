@@ -10,7 +10,8 @@ equations are dense 75x75.
 Rotations are updated by right-multiplied local increments, R_k <- R_k exp(d_k),
 for which the kinematic Jacobian is analytic: a posed joint j moves by
 -[p_j - p_k]x G_k d_k for every proper ancestor k of j (G_k: global rotation).
-Only the cheap, FK-free part of the residuals is differentiated by jacfwd.
+Only the cheap, FK-free part of the residuals is differentiated (forward mode,
+one pass per unknown, its tangent the kinematic Jacobian's column).
 """
 
 import functools
@@ -178,9 +179,12 @@ def lm_frames(model: JointModel, betas, offsets, poses, trans, targets: Targets,
 
     def step(_, carry):
       x, damping, pred, d_pred, ori, current = carry
-      r = jnp.concatenate([res(pred, x, pose), ori[0]])
-      dr_dpred, dr_dx = jax.jacfwd(res, argnums=(0, 1))(pred, x, pose)
-      jac = jnp.concatenate([jnp.einsum('rmc,mcx->rx', dr_dpred, d_pred) + dr_dx, ori[1]])
+      # The point terms' Jacobian by the chain rule, one forward pass per
+      # unknown: the tangent of unknown k is (d_pred[..., k], e_k).
+      point_r, lin = jax.linearize(lambda p, u: res(p, u, pose), pred, x)
+      columns = jax.vmap(lin, in_axes=(2, 0))(d_pred, jnp.eye(x.shape[0], dtype=x.dtype))
+      r = jnp.concatenate([point_r, ori[0]])
+      jac = jnp.concatenate([columns.T, ori[1]])
       hess = jac.T @ jac
       grad = jac.T @ r
       curvature = jnp.diag(hess)
