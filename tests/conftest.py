@@ -2,10 +2,18 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from jaxfit.body.model import make_body_model
+from jaxfit.fit import losses as _losses
+
+# The loss functions jitted, as the fitting code runs them (the structure,
+# argument 4, static): one program per block shape, not every operation
+# dispatched on its own.
+term_losses = jax.jit(_losses.term_losses, static_argnums=4)
+total_loss = jax.jit(_losses.total_loss, static_argnums=4)
 
 
 # The real AddBiomechanics trials (read in place, never copied into the repo).

@@ -15,17 +15,12 @@ from jaxfit.runtime import compiled
 from jaxfit.fit.core import fit_blocks
 from jaxfit.fit.init import rigid_pairs, shape_from_distances_jit, solve_betas_jit
 from jaxfit.fit.lm import joints_and_jacobian, moving_joints
-from jaxfit.fit.losses import term_losses as _term_losses
 from jaxfit.fit.pipeline import fit_trial, stage_hyper, target_distances, _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
 from jaxfit.data.prepare import prepare_trial
-from tests.conftest import load_config_file, make_settings, read_real_trial
+from tests.conftest import load_config_file, make_settings, read_real_trial, term_losses, total_loss
 
 FRAMES = 200
-
-
-# Jitted, as the fitting code runs it (one program, not every operation dispatched on its own).
-term_losses = jax.jit(_term_losses, static_argnums=4)
 
 
 def _settings(**overrides):
@@ -306,8 +301,6 @@ def test_joint_solve_cost_is_the_losses_total(demo_model):
   equals losses.total_loss (position, orientation, pose prior, shape and offset
   priors) at the same parameters."""
   from jaxfit.fit.joint_lm import joint_lm
-  from jaxfit.fit import losses
-  total_loss = jax.jit(losses.total_loss, static_argnums=4)   # as the fitting code runs it
   from jaxfit.fit.pipeline import _targets
   from jaxfit.fit.types import LossWeights, empty_anchor
   settings = make_settings(**{'max_frames': 40})

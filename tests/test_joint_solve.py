@@ -368,8 +368,7 @@ def test_the_joint_solve_cost_is_the_losses_total(demo_model):
   noncomparable_weight (1e-4) x their joint weight, the others 1."""
   from jaxfit.fit.joint_lm import joint_lm
   from jaxfit.fit.lm import active_joints
-  from jaxfit.fit import losses
-  total_loss = jax.jit(losses.total_loss, static_argnums=4)   # as the fitting code runs it
+  from tests.conftest import total_loss
   from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
   from tests.conftest import read_real_trial
   settings = _settings(**{'max_frames': 20})

@@ -10,13 +10,9 @@ from jaxfit.body.model import joint_model
 from jaxfit.data.prepare import prepare_trial
 from jaxfit.demo.smpl_truth import make_ground_truth_trial
 from jaxfit.fit.lm import active_joints, lm_frames
-from jaxfit.fit import losses
 from jaxfit.fit.pipeline import _targets
 from jaxfit.fit.types import FitParams, LossWeights, empty_anchor
-from tests.conftest import make_settings, read_real_trial
-
-# Jitted, as the fitting code runs it (one program, not every operation dispatched on its own).
-total_loss = jax.jit(losses.total_loss, static_argnums=4)
+from tests.conftest import make_settings, read_real_trial, total_loss
 
 
 def _state(demo_model, seed=3, frames=40):

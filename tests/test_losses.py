@@ -8,21 +8,16 @@ import numpy as np
 import pytest
 
 from jaxfit.body.model import joint_model, shaped_joints
-from jaxfit.fit.losses import term_losses as _term_losses
 from jaxfit.fit.types import LOSS_TERMS, Anchor, FitParams, FitStructure, Targets
 from jaxfit.data.prepare import mapped_bones
 from tests import numpy_reference
+from tests.conftest import term_losses
 
 SMPL_INDEX = (0, 1, 2, 3, 4, 5, 7, 8, 10, 11, 16, 17, 18, 19, 20, 21)
 LEFT_FOOT, RIGHT_FOOT = (6, 8), (7, 9)   # mapped indices of (ankle, foot) per side
 K = 7
 OFFSET_JOINTS = (0, 3, 8, 10)   # mapped indices with a learned correspondence offset
 SEGMENT_JOINTS = (0, 1, 4, 7, 9, 10, 16, 18, 21)   # SMPL joints with an orientation target
-
-
-# Jitted, as the fitting code runs it (one program per block shape, instead
-# of dispatching every operation on its own).
-term_losses = jax.jit(_term_losses, static_argnums=4)
 
 
 def _rotation(v):
