@@ -5,6 +5,8 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,12 +21,15 @@ from jaxfit.runtime.store import DiskExecutableStore
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _fit(data, out, cache):
+def _fit(data, out, cache, log=None, *flags):
+  """The CLI on the demo walk's first 40 frames with store `cache`; `log`:
+  its $JAXFIT_COMPILE_LOG (one line per program it compiled)."""
+  env = dict(os.environ, JAXFIT_COMPILE_LOG=str(log)) if log else None
   proc = subprocess.run(
       [sys.executable, '-m', 'jaxfit.main', '--config=configs/default.py', f'--config.input={data}',
        f'--config.output_dir={out}', f'--config.compilation_cache_dir={cache}',
-       '--config.trials=walk', '--config.max_frames=40', '--config.resume=false'],
-      cwd=ROOT, capture_output=True, text=True, timeout=900)
+       '--config.trials=walk', '--config.max_frames=40', '--config.resume=false', *flags],
+      cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with np.load(out / 'subject01' / 'walk' / 'params.npz') as p:
     poses = p['poses']
@@ -32,23 +37,42 @@ def _fit(data, out, cache):
   return proc, poses, metrics['time_s']['compile_s']
 
 
-def test_a_second_process_loads_instead_of_compiling(demo_b3d, tmp_path):
+def _compiled(log):
+  return log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_second_process_loads_instead_of_compiling(demo_b3d, tmp_path, executable_cache):
+  """The first process uses the suite's store (it compiles what no earlier test
+  did, for the later ones); a second process with a copy of that store compiles
+  nothing and fits the same."""
+  _, poses, _ = _fit(demo_b3d[0], tmp_path / 'a', executable_cache)
   cache = tmp_path / 'cache'
-  _, poses, compile_first = _fit(demo_b3d[0], tmp_path / 'a', cache)
+  (cache / 'executables').mkdir(parents=True, mode=0o700)
+  shutil.copy2(os.path.join(executable_cache, 'executables.key'), cache / 'executables.key')
+  for name in os.listdir(os.path.join(executable_cache, 'executables')):
+    if name.endswith('.exe'):     # whole entries only (written by rename; other workers write on)
+      shutil.copy2(os.path.join(executable_cache, 'executables', name), cache / 'executables' / name)
   stored = sorted(os.listdir(cache / 'executables'))
-  assert len(stored) >= 5   # init, joint solve, Adam core, output FK, ...
-  _, again, compile_second = _fit(demo_b3d[0], tmp_path / 'b', cache)
-  assert sorted(os.listdir(cache / 'executables')) == stored   # nothing compiled anew
-  assert compile_second < 0.5 * compile_first
+  log = tmp_path / 'second.log'
+  proc, again, compile_second = _fit(demo_b3d[0], tmp_path / 'b', cache, log, '--verbosity=1')
+  assert _compiled(log) == []                                           # nothing compiled
+  assert sorted(os.listdir(cache / 'executables')) == stored            # nothing written
+  loaded = sorted(set(re.findall(r'loaded stored executable (\S+\.exe)', proc.stderr)))
+  assert len(loaded) >= 5   # init, joint solve, per-frame LM, output FK, ...
   np.testing.assert_array_equal(poses, again)
-  # A damaged entry (the largest: the joint solve) is compiled again, with a
-  # warning, the others load, and the fit is the same. (Every entry goes through
-  # the same per-entry check; damaging one keeps this process from compiling all.)
-  damaged = max(stored, key=lambda n: os.path.getsize(cache / 'executables' / n))
-  (cache / 'executables' / damaged).write_bytes(b'damaged')
-  proc, third, compile_third = _fit(demo_b3d[0], tmp_path / 'c', cache)
+  # A damaged entry (the largest this fit loads: the joint solve) is compiled
+  # again, with a warning, the others load, and the fit is the same. (Every
+  # entry goes through the same per-entry check; damaging one keeps this
+  # process from compiling all.)
+  damaged = max(loaded, key=os.path.getsize)
+  with open(damaged, 'wb') as f:
+    f.write(b'damaged')
+  log = tmp_path / 'third.log'
+  proc, third, compile_third = _fit(demo_b3d[0], tmp_path / 'c', cache, log)
   assert proc.stderr.count('unreadable') == 1 and 'Traceback' not in proc.stderr
-  assert (cache / 'executables' / damaged).read_bytes() != b'damaged'    # rewritten
+  with open(damaged, 'rb') as f:
+    assert f.read() != b'damaged'                                      # rewritten
+  assert len(_compiled(log)) == 1                                       # that one only
   assert compile_second < compile_third
   np.testing.assert_array_equal(poses, third)
 

@@ -161,11 +161,13 @@ class DiskExecutableStore:
       if not hmac.compare_digest(mac, self._mac(path, blob)):
         raise ValueError('not written by this store (its MAC does not verify); not unpickled')
       payload, in_tree, out_tree = pickle.loads(blob)
-      return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+      loaded = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except Exception as e:  # pylint: disable=broad-except
       logging.warning('stored executable %s unreadable (%s); compiling again', path, e)
       self._unreadable[path] = (st.st_mtime_ns, st.st_size)
       return None
+    logging.vlog(1, 'loaded stored executable %s', path)   # --verbosity=1 lists them
+    return loaded
 
   @contextlib.contextmanager
   def compiling(self, key):
