@@ -4,6 +4,7 @@ compiled once by processes sharing a store, and lengths pad to whole units."""
 import hashlib
 import json
 import os
+import pathlib
 import pickle
 import re
 import shutil
@@ -47,11 +48,10 @@ def test_a_second_process_loads_instead_of_compiling(demo_b3d, tmp_path, executa
   nothing and fits the same."""
   _, poses, _ = _fit(demo_b3d[0], tmp_path / 'a', executable_cache)
   cache = tmp_path / 'cache'
-  (cache / 'executables').mkdir(parents=True, mode=0o700)
+  cache.mkdir()
   shutil.copy2(os.path.join(executable_cache, 'executables.key'), cache / 'executables.key')
-  for name in os.listdir(os.path.join(executable_cache, 'executables')):
-    if name.endswith('.exe'):     # whole entries only (written by rename; other workers write on)
-      shutil.copy2(os.path.join(executable_cache, 'executables', name), cache / 'executables' / name)
+  shutil.copytree(os.path.join(executable_cache, 'executables'), cache / 'executables',   # whole
+                  ignore=lambda _, names: [n for n in names if not n.endswith('.exe')])  # entries only
   stored = sorted(os.listdir(cache / 'executables'))
   log = tmp_path / 'second.log'
   proc, again, compile_second = _fit(demo_b3d[0], tmp_path / 'b', cache, log, '--verbosity=1')
@@ -64,14 +64,12 @@ def test_a_second_process_loads_instead_of_compiling(demo_b3d, tmp_path, executa
   # again, with a warning, the others load, and the fit is the same. (Every
   # entry goes through the same per-entry check; damaging one keeps this
   # process from compiling all.)
-  damaged = max(loaded, key=os.path.getsize)
-  with open(damaged, 'wb') as f:
-    f.write(b'damaged')
+  damaged = pathlib.Path(max(loaded, key=os.path.getsize))
+  damaged.write_bytes(b'damaged')
   log = tmp_path / 'third.log'
   proc, third, compile_third = _fit(demo_b3d[0], tmp_path / 'c', cache, log)
   assert proc.stderr.count('unreadable') == 1 and 'Traceback' not in proc.stderr
-  with open(damaged, 'rb') as f:
-    assert f.read() != b'damaged'                                      # rewritten
+  assert damaged.read_bytes() != b'damaged'                            # rewritten
   assert len(_compiled(log)) == 1                                       # that one only
   assert compile_second < compile_third
   np.testing.assert_array_equal(poses, third)
@@ -179,4 +177,4 @@ def test_processes_sharing_a_store_compile_a_program_once(tmp_path):
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err[-3000:]
   assert out.strip() == 'done 0.0'
-  assert not log.exists() or log.read_text() == ''
+  assert _compiled(log) == []
